@@ -1,0 +1,150 @@
+//! The `facegate` command-line tool: the same pipeline as the browser widget,
+//! on image files. Every error is one line on stderr and a non-zero exit.
+
+use clap::{Parser, Subcommand};
+use facegate::error::{FacegateError, Result};
+use facegate::image_io::read_image_file;
+use facegate::metrics::verification_metrics;
+use facegate::pipeline::{Pipeline, PipelineOptions};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "facegate", version, about = "On-device face detection, liveness and 1:1 matching")]
+struct Cli {
+    /// Embedding model (see models/manifest.json, role "embedder").
+    #[arg(long, global = true, default_value = facegate::embed::DEFAULT_EMBEDDER)]
+    embedder: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Find faces: boxes, scores, five landmarks.
+    Detect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 1:1 match of the largest face in each image.
+    Compare {
+        image_a: PathBuf,
+        image_b: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a CSV of pairs (file_x,file_y,Decision) and report verification metrics.
+    Pairs {
+        csv: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("facegate: error[{}]: {e}", e.code());
+        std::process::exit(match e {
+            FacegateError::NoFace | FacegateError::MultipleFaces(_) => 3,
+            FacegateError::ModelIntegrity { .. } => 4,
+            _ => 2,
+        });
+    }
+}
+
+fn options(cli: &Cli) -> PipelineOptions {
+    PipelineOptions { embedder: cli.embedder.clone(), ..Default::default() }
+}
+
+fn print(value: serde_json::Value, json_out: bool) {
+    if json_out {
+        println!("{}", serde_json::to_string(&value).expect("serialisable"));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&value).expect("serialisable"));
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let opts = options(&cli);
+    match &cli.cmd {
+        Cmd::Detect { image, json } => {
+            let img = read_image_file(image)?;
+            let p = Pipeline::load_native(&opts)?;
+            let faces = p.detect(&img)?;
+            print(json!({ "faces": faces }), *json);
+        }
+        Cmd::Compare { image_a, image_b, json } => {
+            let a = read_image_file(image_a)?;
+            let b = read_image_file(image_b)?;
+            let p = Pipeline::load_native(&opts)?;
+            let r = p.compare_images(&a, &b)?;
+            print(json!({ "score": r.score, "threshold": r.threshold, "same_person": r.same_person }), *json);
+        }
+        Cmd::Pairs { csv, images, json } => {
+            let p = Pipeline::load_native(&opts)?;
+            print(pairs(&p, csv, images)?, *json);
+        }
+    }
+    Ok(())
+}
+
+fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(csv)
+        .map_err(|e| FacegateError::Io { path: csv.display().to_string(), reason: e.to_string() })?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').map(str::trim).collect();
+    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (cx, cy, cd) = match (col("file_x"), col("file_y"), col("Decision")) {
+        (Some(x), Some(y), Some(d)) => (x, y, d),
+        _ => return Err(FacegateError::InvalidInput("CSV header must have file_x,file_y,Decision".into())),
+    };
+    // Each image is embedded once, however many pairs it is in.
+    let mut cache: HashMap<String, std::result::Result<facegate::embed::Embedding, String>> = HashMap::new();
+    let mut embed = |file: &str| -> std::result::Result<facegate::embed::Embedding, String> {
+        cache
+            .entry(file.to_string())
+            .or_insert_with(|| {
+                read_image_file(&dir.join(file))
+                    .and_then(|img| p.embed_largest(&img))
+                    .map(|(_, e)| e)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    };
+    let mut rows = Vec::new();
+    let mut scored = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() <= cx.max(cy).max(cd) {
+            return Err(FacegateError::InvalidInput(format!("short CSV line: {line}")));
+        }
+        let same = match f[cd].to_ascii_lowercase().as_str() {
+            "yes" | "1" | "true" | "same" => true,
+            "no" | "0" | "false" | "different" => false,
+            other => return Err(FacegateError::InvalidInput(format!("Decision must be Yes or No, got {other}"))),
+        };
+        match (embed(f[cx]), embed(f[cy])) {
+            (Ok(a), Ok(b)) => {
+                let score = p.calibration.score(a.cosine(&b));
+                scored.push((score as f64, same));
+                rows.push(json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score}));
+            }
+            (ea, eb) => {
+                let err = ea.err().or(eb.err()).unwrap_or_default();
+                rows.push(json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": null, "error": err}));
+            }
+        }
+    }
+    let m = verification_metrics(&scored, p.calibration.threshold as f64);
+    Ok(json!({
+        "pairs": rows,
+        "metrics": m,
+        "failed_pairs": rows.len() - scored.len(),
+        "embedder": p.embedder.config.name,
+    }))
+}

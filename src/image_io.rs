@@ -1,0 +1,39 @@
+//! Turning bytes (files, uploads, camera frames) into RGB images.
+
+use crate::error::{FacegateError, Result};
+use image::RgbImage;
+
+/// Decode an encoded image (JPEG or PNG). The format is sniffed from the
+/// bytes, never trusted from a file name, so a renamed or truncated file
+/// gives `ImageDecode` instead of a panic.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
+    if bytes.is_empty() {
+        return Err(FacegateError::ImageDecode("empty input".into()));
+    }
+    let img = image::load_from_memory(bytes).map_err(|e| FacegateError::ImageDecode(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Build an RGB image from an RGBA buffer as delivered by a canvas'
+/// `ImageData` (the browser's camera path), dropping alpha.
+pub fn rgb_from_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<RgbImage> {
+    let expected = width as usize * height as usize * 4;
+    if width == 0 || height == 0 || rgba.len() != expected {
+        return Err(FacegateError::InvalidInput(format!(
+            "RGBA buffer of {} bytes does not match {width}x{height}",
+            rgba.len()
+        )));
+    }
+    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    for px in rgba.chunks_exact(4) {
+        rgb.extend_from_slice(&px[..3]);
+    }
+    Ok(RgbImage::from_raw(width, height, rgb).expect("length checked above"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_image_file(path: &std::path::Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| FacegateError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    decode_image(&bytes)
+}

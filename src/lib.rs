@@ -1,0 +1,17 @@
+//! facegate: on-device face detection, liveness and 1:1 matching.
+//!
+//! One module per pipeline stage; native and wasm32 share all of it, the
+//! wasm-bindgen bindings live in `wasm`.
+
+pub mod align;
+pub mod detect;
+pub mod embed;
+pub mod error;
+pub mod image_io;
+pub mod manifest;
+pub mod matching;
+pub mod metrics;
+pub mod pipeline;
+pub mod runtime;
+
+pub use error::{FacegateError, Result};
