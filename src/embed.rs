@@ -47,7 +47,7 @@ pub const CANDIDATES: &[EmbedderConfig] = &[
     },
 ];
 
-pub const DEFAULT_EMBEDDER: &str = "mobilefacenet";
+pub const DEFAULT_EMBEDDER: &str = "mobileface";
 
 pub fn config(name: &str) -> Result<EmbedderConfig> {
     CANDIDATES

@@ -35,6 +35,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the aligned crop of the largest face (what the embedding model sees).
+    Align {
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Score a CSV of pairs (file_x,file_y,Decision) and report verification metrics.
     Pairs {
         csv: PathBuf,
@@ -84,6 +90,16 @@ fn run(cli: Cli) -> Result<()> {
             let p = Pipeline::load_native(&opts)?;
             let r = p.compare_images(&a, &b)?;
             print(json!({ "score": r.score, "threshold": r.threshold, "same_person": r.same_person }), *json);
+        }
+        Cmd::Align { image, out } => {
+            let img = read_image_file(image)?;
+            let p = Pipeline::load_native(&opts)?;
+            let faces = p.detect(&img)?;
+            let face = facegate::detect::largest(&faces).ok_or(FacegateError::NoFace)?;
+            p.embedder
+                .align(&img, &face.landmarks)
+                .save(out)
+                .map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
         }
         Cmd::Pairs { csv, images, json } => {
             let p = Pipeline::load_native(&opts)?;
