@@ -8,10 +8,12 @@ pub mod detect;
 pub mod embed;
 pub mod error;
 pub mod image_io;
+pub mod liveness;
 pub mod manifest;
 pub mod matching;
 pub mod metrics;
 pub mod pipeline;
+pub mod quality;
 pub mod runtime;
 
 pub use error::{FacegateError, Result};

@@ -75,6 +75,37 @@ pub fn verification_metrics(scores: &[(f64, bool)], threshold: f64) -> Verificat
     }
 }
 
+/// Presentation-attack detection metrics (ISO/IEC 30107-3 names): APCER is the
+/// share of attacks accepted as bona fide, BPCER the share of bona fide
+/// presentations rejected, at `threshold` (score >= threshold = bona fide).
+#[derive(Debug, Clone, Serialize)]
+pub struct PadMetrics {
+    pub bona_fide: usize,
+    pub attacks: usize,
+    pub threshold: f64,
+    pub apcer: f64,
+    pub bpcer: f64,
+    pub eer: f64,
+    pub eer_threshold: f64,
+    pub auc: f64,
+}
+
+pub fn pad_metrics(scores: &[(f64, bool)], threshold: f64) -> PadMetrics {
+    let v = verification_metrics(scores, threshold);
+    let attacks: Vec<f64> = scores.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    let bona: Vec<f64> = scores.iter().filter(|s| s.1).map(|s| s.0).collect();
+    PadMetrics {
+        bona_fide: bona.len(),
+        attacks: attacks.len(),
+        threshold,
+        apcer: attacks.iter().filter(|s| **s >= threshold).count() as f64 / attacks.len().max(1) as f64,
+        bpcer: bona.iter().filter(|s| **s < threshold).count() as f64 / bona.len().max(1) as f64,
+        eer: v.eer,
+        eer_threshold: v.eer_threshold,
+        auc: v.auc,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,20 @@
 use crate::detect::{largest, Detection, FaceDetector};
 use crate::embed::{self, Embedder, Embedding};
 use crate::error::{FacegateError, Result};
+use crate::liveness::{PassiveLiveness, LIVENESS_MODELS};
 use crate::manifest;
 use crate::matching::{compare, Calibration, MatchResult, DEFAULT_CALIBRATION};
+use crate::quality::{assess, Quality, QualityThresholds};
 use image::RgbImage;
+use serde::Serialize;
+
+/// One detected face with its capture-quality verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceReport {
+    #[serde(flatten)]
+    pub detection: Detection,
+    pub quality: Quality,
+}
 
 pub const DEFAULT_DETECTOR: &str = "yunet_s_320";
 
@@ -14,18 +25,21 @@ pub const DEFAULT_DETECTOR: &str = "yunet_s_320";
 pub struct PipelineOptions {
     pub detector: String,
     pub embedder: String,
+    pub liveness: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { detector: DEFAULT_DETECTOR.into(), embedder: embed::DEFAULT_EMBEDDER.into() }
+        PipelineOptions { detector: DEFAULT_DETECTOR.into(), embedder: embed::DEFAULT_EMBEDDER.into(), liveness: true }
     }
 }
 
 pub struct Pipeline {
     pub detector: FaceDetector,
     pub embedder: Embedder,
+    pub liveness: Option<PassiveLiveness>,
     pub calibration: Calibration,
+    pub quality_thresholds: QualityThresholds,
     /// sha256 of every model in use, for signed results.
     pub model_hashes: Vec<(String, String)>,
 }
@@ -43,7 +57,16 @@ impl Pipeline {
         };
         let detector = FaceDetector::new(&fetch(&opts.detector)?, &opts.detector)?;
         let embedder = Embedder::new(&fetch(&opts.embedder)?, embed::config(&opts.embedder)?)?;
-        Ok(Pipeline { detector, embedder, calibration: DEFAULT_CALIBRATION, model_hashes: hashes })
+        let liveness = if opts.liveness {
+            let mut models = Vec::new();
+            for (name, _) in LIVENESS_MODELS {
+                models.push((name, fetch(name)?));
+            }
+            Some(PassiveLiveness::new(&models)?)
+        } else {
+            None
+        };
+        Ok(Pipeline { detector, embedder, liveness, calibration: DEFAULT_CALIBRATION, quality_thresholds: QualityThresholds::default(), model_hashes: hashes })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -53,6 +76,27 @@ impl Pipeline {
 
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>> {
         self.detector.detect(img)
+    }
+
+    /// Faces with their quality checks, best detection score first.
+    pub fn analyze(&self, img: &RgbImage) -> Result<Vec<FaceReport>> {
+        Ok(self
+            .detect(img)?
+            .into_iter()
+            .map(|d| FaceReport { quality: assess(img, &d, &self.quality_thresholds), detection: d })
+            .collect())
+    }
+
+    /// Passive liveness of the largest face: (face, score in [0,1]).
+    pub fn passive_liveness(&self, img: &RgbImage) -> Result<(FaceReport, f32)> {
+        let faces = self.analyze(img)?;
+        let face = faces
+            .into_iter()
+            .max_by(|a, b| a.detection.area().total_cmp(&b.detection.area()))
+            .ok_or(FacegateError::NoFace)?;
+        let model = self.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
+        let score = model.score(img, &face.detection)?;
+        Ok((face, score))
     }
 
     /// Embedding of the largest face, for 1:1 checks.

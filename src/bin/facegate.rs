@@ -35,6 +35,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Passive liveness (print / screen attack) score of the largest face.
+    Liveness {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Passive liveness over a labelled set: CSV with file,label (bona_fide|attack).
+    LivenessSet {
+        csv: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the aligned crop of the largest face (what the embedding model sees).
     Align {
         image: PathBuf,
@@ -81,7 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Detect { image, json } => {
             let img = read_image_file(image)?;
             let p = Pipeline::load_native(&opts)?;
-            let faces = p.detect(&img)?;
+            let faces = p.analyze(&img)?;
             print(json!({ "faces": faces }), *json);
         }
         Cmd::Compare { image_a, image_b, json } => {
@@ -90,6 +104,24 @@ fn run(cli: Cli) -> Result<()> {
             let p = Pipeline::load_native(&opts)?;
             let r = p.compare_images(&a, &b)?;
             print(json!({ "score": r.score, "threshold": r.threshold, "same_person": r.same_person }), *json);
+        }
+        Cmd::Liveness { image, json } => {
+            let img = read_image_file(image)?;
+            let p = Pipeline::load_native(&opts)?;
+            let (face, score) = p.passive_liveness(&img)?;
+            let threshold = p.liveness.as_ref().map(|l| l.threshold).unwrap_or(0.5);
+            print(
+                json!({
+                    "liveness": { "score": score, "threshold": threshold, "live": score >= threshold },
+                    "face": face.detection,
+                    "quality": face.quality,
+                }),
+                *json,
+            );
+        }
+        Cmd::LivenessSet { csv, images, json } => {
+            let p = Pipeline::load_native(&opts)?;
+            print(liveness_set(&p, csv, images)?, *json);
         }
         Cmd::Align { image, out } => {
             let img = read_image_file(image)?;
@@ -107,6 +139,42 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn read_csv(csv: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let text = std::fs::read_to_string(csv)
+        .map_err(|e| FacegateError::Io { path: csv.display().to_string(), reason: e.to_string() })?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().unwrap_or("").split(',').map(|h| h.trim().to_string()).collect();
+    let rows = lines.map(|l| l.split(',').map(|f| f.trim().to_string()).collect()).collect();
+    Ok((header, rows))
+}
+
+fn column(header: &[String], name: &str) -> Result<usize> {
+    header
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case(name))
+        .ok_or_else(|| FacegateError::InvalidInput(format!("CSV header lacks column {name}")))
+}
+
+fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
+    let (header, rows) = read_csv(csv)?;
+    let (cf, cl) = (column(&header, "file")?, column(&header, "label")?);
+    let threshold = p.liveness.as_ref().map(|l| l.threshold).unwrap_or(0.5) as f64;
+    let mut out = Vec::new();
+    let mut scored = Vec::new();
+    for r in rows {
+        let (file, label) = (r.get(cf).cloned().unwrap_or_default(), r.get(cl).cloned().unwrap_or_default());
+        let bona_fide = label == "bona_fide";
+        match read_image_file(&dir.join(&file)).and_then(|img| p.passive_liveness(&img)) {
+            Ok((_, s)) => {
+                scored.push((s as f64, bona_fide));
+                out.push(json!({"file": file, "label": label, "score": s}));
+            }
+            Err(e) => out.push(json!({"file": file, "label": label, "score": null, "error": e.to_string()})),
+        }
+    }
+    Ok(json!({ "samples": out, "metrics": facegate::metrics::pad_metrics(&scored, threshold) }))
 }
 
 fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
