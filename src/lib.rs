@@ -8,6 +8,7 @@ pub mod detect;
 pub mod embed;
 pub mod error;
 pub mod image_io;
+pub mod landmarks;
 pub mod liveness;
 pub mod manifest;
 pub mod matching;

@@ -4,6 +4,7 @@
 use crate::detect::{largest, Detection, FaceDetector};
 use crate::embed::{self, Embedder, Embedding};
 use crate::error::{FacegateError, Result};
+use crate::landmarks::{FaceMesh, Landmarker};
 use crate::liveness::{PassiveLiveness, LIVENESS_MODELS};
 use crate::manifest;
 use crate::matching::{compare, Calibration, MatchResult, DEFAULT_CALIBRATION};
@@ -20,17 +21,19 @@ pub struct FaceReport {
 }
 
 pub const DEFAULT_DETECTOR: &str = "yunet_s_320";
+pub const DEFAULT_LANDMARKER: &str = "facemesh";
 
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
     pub detector: String,
     pub embedder: String,
     pub liveness: bool,
+    pub landmarks: bool,
 }
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        PipelineOptions { detector: DEFAULT_DETECTOR.into(), embedder: embed::DEFAULT_EMBEDDER.into(), liveness: true }
+        PipelineOptions { detector: DEFAULT_DETECTOR.into(), embedder: embed::DEFAULT_EMBEDDER.into(), liveness: true, landmarks: true }
     }
 }
 
@@ -38,6 +41,7 @@ pub struct Pipeline {
     pub detector: FaceDetector,
     pub embedder: Embedder,
     pub liveness: Option<PassiveLiveness>,
+    pub landmarker: Option<Landmarker>,
     pub calibration: Calibration,
     pub quality_thresholds: QualityThresholds,
     /// sha256 of every model in use, for signed results.
@@ -66,7 +70,12 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(Pipeline { detector, embedder, liveness, calibration: DEFAULT_CALIBRATION, quality_thresholds: QualityThresholds::default(), model_hashes: hashes })
+        let landmarker = if opts.landmarks {
+            Some(Landmarker::new(&fetch(DEFAULT_LANDMARKER)?, DEFAULT_LANDMARKER)?)
+        } else {
+            None
+        };
+        Ok(Pipeline { detector, embedder, liveness, landmarker, calibration: DEFAULT_CALIBRATION, quality_thresholds: QualityThresholds::default(), model_hashes: hashes })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -97,6 +106,12 @@ impl Pipeline {
         let model = self.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
         let score = model.score(img, &face.detection)?;
         Ok((face, score))
+    }
+
+    /// Dense landmarks, head pose and eye state of one detected face.
+    pub fn mesh(&self, img: &RgbImage, face: &Detection) -> Result<FaceMesh> {
+        let lm = self.landmarker.as_ref().ok_or_else(|| FacegateError::InvalidInput("landmark model not loaded".into()))?;
+        lm.mesh(img, face)
     }
 
     /// Embedding of the largest face, for 1:1 checks.

