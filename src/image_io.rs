@@ -10,8 +10,20 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(FacegateError::ImageDecode("empty input".into()));
     }
+    // The JPEG decoder pads a truncated file with grey instead of failing; a
+    // half-uploaded ID photo must be refused, not matched, so insist on the
+    // end-of-image marker.
+    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_has_end_marker(bytes) {
+        return Err(FacegateError::ImageDecode("truncated JPEG (no end-of-image marker)".into()));
+    }
     let img = image::load_from_memory(bytes).map_err(|e| FacegateError::ImageDecode(e.to_string()))?;
     Ok(img.to_rgb8())
+}
+
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    // some encoders and cameras append padding after EOI; look near the end
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Build an RGB image from an RGBA buffer as delivered by a canvas'

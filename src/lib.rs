@@ -17,4 +17,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod runtime;
 
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
 pub use error::{FacegateError, Result};

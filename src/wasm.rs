@@ -1,0 +1,176 @@
+//! JavaScript bindings (wasm-bindgen). The widget's Web Worker owns one
+//! `FaceGate`: models go in as verified bytes, frames go in as RGBA, and only
+//! detections, quality, pose, eye state, liveness and match *scores* come out.
+//! The ID photo's embedding stays inside this object; there is deliberately no
+//! method that returns a raw embedding.
+
+use crate::embed::Embedding;
+use crate::error::FacegateError;
+use crate::image_io::{decode_image, rgb_from_rgba};
+use crate::matching::compare;
+use crate::pipeline::{Pipeline, PipelineOptions};
+use image::RgbImage;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+fn js_err(e: FacegateError) -> JsError {
+    JsError::new(&format!("{}: {e}", e.code()))
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsError> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// The model manifest, so the page can fetch and size-check files before loading.
+#[wasm_bindgen(js_name = manifestJson)]
+pub fn manifest_json() -> String {
+    crate::manifest::MANIFEST_JSON.to_string()
+}
+
+#[wasm_bindgen(js_name = sha256Hex)]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::manifest::sha256_hex(bytes)
+}
+
+#[derive(Serialize)]
+struct DecodedRgba {
+    width: u32,
+    height: u32,
+    #[serde(with = "serde_bytes_as_vec")]
+    data: Vec<u8>,
+}
+
+mod serde_bytes_as_vec {
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+}
+
+/// Decode an uploaded JPEG/PNG (e.g. an ID photo) to RGBA for preview on a
+/// canvas; stays in the page.
+#[wasm_bindgen(js_name = decodeToRgba)]
+pub fn decode_to_rgba(bytes: &[u8]) -> Result<JsValue, JsError> {
+    let img = decode_image(bytes).map_err(js_err)?;
+    let (width, height) = img.dimensions();
+    let data = image::DynamicImage::ImageRgb8(img).to_rgba8().into_raw();
+    let out = DecodedRgba { width, height, data };
+    out.serialize(&serde_wasm_bindgen::Serializer::new()).map_err(|e| JsError::new(&e.to_string()))
+}
+
+#[wasm_bindgen]
+pub struct FaceGate {
+    pipeline: Pipeline,
+    reference: Option<Embedding>,
+}
+
+#[derive(Serialize)]
+struct FrameReport {
+    faces: Vec<crate::pipeline::FaceReport>,
+    pose: Option<crate::landmarks::HeadPose>,
+    eyes: Option<crate::landmarks::EyeState>,
+    passive_liveness: Option<f32>,
+    match_score: Option<f32>,
+}
+
+#[wasm_bindgen]
+impl FaceGate {
+    /// `models`: a JS object mapping manifest names to `Uint8Array` bytes. Every
+    /// file is checked against the manifest's sha256 before use.
+    #[wasm_bindgen(constructor)]
+    pub fn new(models: &js_sys::Object) -> Result<FaceGate, JsError> {
+        let source = |name: &str| -> crate::Result<Vec<u8>> {
+            let v = js_sys::Reflect::get(models, &JsValue::from_str(name))
+                .ok()
+                .filter(|v| !v.is_undefined())
+                .ok_or_else(|| FacegateError::ModelLoad { name: name.into(), reason: "bytes not provided".into() })?;
+            Ok(js_sys::Uint8Array::new(&v).to_vec())
+        };
+        let pipeline = Pipeline::load(&PipelineOptions::default(), source).map_err(js_err)?;
+        Ok(FaceGate { pipeline, reference: None })
+    }
+
+    /// sha256 of every model in use, as `[[name, hex], ...]`.
+    #[wasm_bindgen(js_name = modelHashes)]
+    pub fn model_hashes(&self) -> Result<JsValue, JsError> {
+        to_js(&self.pipeline.model_hashes)
+    }
+
+    /// Faces (box, score, landmarks, quality) in an encoded image (JPEG/PNG).
+    #[wasm_bindgen(js_name = detectImage)]
+    pub fn detect_image(&self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        let img = decode_image(bytes).map_err(js_err)?;
+        to_js(&self.pipeline.analyze(&img).map_err(js_err)?)
+    }
+
+    /// Use the largest face of an encoded ID photo as the reference for later
+    /// matches; returns that face's detection and quality.
+    #[wasm_bindgen(js_name = setReferenceImage)]
+    pub fn set_reference_image(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        let img = decode_image(bytes).map_err(js_err)?;
+        self.set_reference(&img)
+    }
+
+    #[wasm_bindgen(js_name = setReferenceRgba)]
+    pub fn set_reference_rgba(&mut self, width: u32, height: u32, rgba: &[u8]) -> Result<JsValue, JsError> {
+        let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
+        self.set_reference(&img)
+    }
+
+    fn set_reference(&mut self, img: &RgbImage) -> Result<JsValue, JsError> {
+        let faces = self.pipeline.analyze(img).map_err(js_err)?;
+        let face = faces
+            .iter()
+            .max_by(|a, b| a.detection.area().total_cmp(&b.detection.area()))
+            .ok_or_else(|| js_err(FacegateError::NoFace))?;
+        self.reference = Some(self.pipeline.embedder.embed(img, &face.detection.landmarks).map_err(js_err)?);
+        to_js(face)
+    }
+
+    /// Forget the reference embedding (end of flow).
+    #[wasm_bindgen(js_name = clearReference)]
+    pub fn clear_reference(&mut self) {
+        self.reference = None;
+    }
+
+    /// Everything the widget needs from one camera frame. `with_match` also
+    /// embeds the face and scores it against the reference (heavier; the
+    /// widget calls it on a few good frames only).
+    #[wasm_bindgen(js_name = analyzeFrame)]
+    pub fn analyze_frame(&self, width: u32, height: u32, rgba: &[u8], with_match: bool) -> Result<JsValue, JsError> {
+        let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
+        to_js(&self.frame_report(&img, with_match).map_err(js_err)?)
+    }
+
+    /// Match score (calibrated, 0..1) of two encoded images' largest faces.
+    #[wasm_bindgen(js_name = compareImages)]
+    pub fn compare_images(&self, a: &[u8], b: &[u8]) -> Result<JsValue, JsError> {
+        let (a, b) = (decode_image(a).map_err(js_err)?, decode_image(b).map_err(js_err)?);
+        to_js(&self.pipeline.compare_images(&a, &b).map_err(js_err)?)
+    }
+}
+
+impl FaceGate {
+    fn frame_report(&self, img: &RgbImage, with_match: bool) -> crate::Result<FrameReport> {
+        let faces = self.pipeline.analyze(img)?;
+        let mut report = FrameReport { faces, pose: None, eyes: None, passive_liveness: None, match_score: None };
+        let Some(main) = report.faces.iter().max_by(|a, b| a.detection.area().total_cmp(&b.detection.area())) else {
+            return Ok(report);
+        };
+        let det = main.detection.clone();
+        if self.pipeline.landmarker.is_some() {
+            let mesh = self.pipeline.mesh(img, &det)?;
+            report.pose = Some(mesh.pose);
+            report.eyes = Some(mesh.eyes);
+        }
+        if let Some(l) = &self.pipeline.liveness {
+            report.passive_liveness = Some(l.score(img, &det)?);
+        }
+        if with_match {
+            if let Some(reference) = &self.reference {
+                let e = self.pipeline.embedder.embed(img, &det.landmarks)?;
+                report.match_score = Some(compare(reference, &e, &self.pipeline.calibration).score);
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,158 @@
+//! End-to-end tests of the native pipeline on real photos from ../shared/data.
+
+use facegate::error::FacegateError;
+use facegate::image_io::{decode_image, read_image_file};
+use facegate::pipeline::{Pipeline, PipelineOptions};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
+}
+
+fn pipeline() -> &'static Pipeline {
+    static P: OnceLock<Pipeline> = OnceLock::new();
+    P.get_or_init(|| Pipeline::load_native(&PipelineOptions::default()).expect("models load"))
+}
+
+fn score(a: &str, b: &str) -> f32 {
+    let p = pipeline();
+    let ia = read_image_file(&data(&format!("faces/{a}"))).unwrap();
+    let ib = read_image_file(&data(&format!("faces/{b}"))).unwrap();
+    p.compare_images(&ia, &ib).unwrap().score
+}
+
+#[test]
+fn same_person_scores_above_threshold() {
+    let t = pipeline().calibration.threshold;
+    for (a, b) in [
+        ("obama.jpg", "obama2.jpg"),
+        ("biden.jpg", "biden_biden2.jpg"),
+        ("kit_harington_john1.jpeg", "kit_harington_john2.jpeg"),
+        ("rose_leslie_img1.jpg", "rose_leslie_img2.jpg"),
+    ] {
+        let s = score(a, b);
+        assert!(s >= t, "{a} vs {b}: {s} < {t}");
+    }
+}
+
+#[test]
+fn different_people_score_below_threshold() {
+    let t = pipeline().calibration.threshold;
+    for (a, b) in [
+        ("obama.jpg", "biden.jpg"),
+        ("kit_harington_john1.jpeg", "rose_leslie_img1.jpg"),
+        ("obama2.jpg", "kit_harington_john2.jpeg"),
+        ("biden.jpg", "alex_lacamoire_img1.jpg"),
+        ("rose_leslie_img2.jpg", "lin-manuel-miranda.png"),
+    ] {
+        let s = score(a, b);
+        assert!(s < t, "{a} vs {b}: {s} >= {t}");
+    }
+}
+
+#[test]
+fn two_people_gives_two_faces_with_landmarks_inside_boxes() {
+    let img = read_image_file(&data("faces/two_people.jpg")).unwrap();
+    let faces = pipeline().detect(&img).unwrap();
+    assert_eq!(faces.len(), 2, "{faces:?}");
+    for f in &faces {
+        let [x, y, w, h] = f.bbox;
+        for p in f.landmarks {
+            assert!(p[0] >= x && p[0] <= x + w && p[1] >= y && p[1] <= y + h, "{p:?} outside {:?}", f.bbox);
+        }
+    }
+}
+
+#[test]
+fn works_on_any_input_size() {
+    let img = read_image_file(&data("faces/obama.jpg")).unwrap();
+    for (w, h) in [(1280, 720), (120, 160), (400, 400)] {
+        let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+        let faces = pipeline().detect(&resized).unwrap();
+        assert_eq!(faces.len(), 1, "{w}x{h}: {faces:?}");
+        let [x, y, bw, bh] = faces[0].bbox;
+        assert!(x >= 0.0 && y >= 0.0 && x + bw <= w as f32 && y + bh <= h as f32);
+    }
+}
+
+#[test]
+fn corrupt_file_is_a_typed_decode_error() {
+    let bytes = std::fs::read(data("faces/obama.jpg")).unwrap();
+    assert!(matches!(decode_image(&bytes[..bytes.len() / 3]), Err(FacegateError::ImageDecode(_))));
+    assert!(matches!(decode_image(b"definitely not an image"), Err(FacegateError::ImageDecode(_))));
+    assert!(matches!(decode_image(&[]), Err(FacegateError::ImageDecode(_))));
+}
+
+#[test]
+fn faceless_image_is_no_face() {
+    // a real photo with the face cut away: the top-left corner of a landscape frame
+    let img = read_image_file(&data("faces/obama.jpg")).unwrap();
+    let sky = image::imageops::crop_imm(&img, 0, 0, 150, 150).to_image();
+    let p = pipeline();
+    assert!(p.detect(&sky).unwrap().is_empty());
+    let other = read_image_file(&data("faces/biden.jpg")).unwrap();
+    assert_eq!(p.compare_images(&sky, &other).unwrap_err(), FacegateError::NoFace);
+}
+
+#[test]
+fn tampered_model_is_rejected_by_sha256() {
+    let mut bytes = facegate::manifest::read_verified("yunet_s_320").unwrap();
+    bytes[1000] ^= 0x55;
+    let err = facegate::manifest::verify("yunet_s_320", &bytes).unwrap_err();
+    assert_eq!(err.code(), "model_integrity");
+    let opts = PipelineOptions::default();
+    let res = Pipeline::load(&opts, |name| {
+        let mut b = facegate::manifest::read_verified(name)?;
+        if name == opts.embedder {
+            b.truncate(b.len() - 1);
+        }
+        Ok(b)
+    });
+    assert!(matches!(res, Err(FacegateError::ModelIntegrity { .. })));
+}
+
+#[test]
+fn passive_liveness_separates_nuaa_print_attacks() {
+    let p = pipeline();
+    let text = std::fs::read_to_string(data("nuaa-dev/labels.csv")).unwrap();
+    let (mut bona, mut attack) = (Vec::new(), Vec::new());
+    // every 4th sample keeps the test quick while covering all subjects
+    for line in text.lines().skip(1).step_by(4) {
+        let f: Vec<&str> = line.split(',').collect();
+        let img = read_image_file(&data(&format!("nuaa-dev/{}", f[0]))).unwrap();
+        let (_, s) = p.passive_liveness(&img).unwrap();
+        if f[1] == "bona_fide" { bona.push(s) } else { attack.push(s) }
+    }
+    let t = p.liveness.as_ref().unwrap().threshold;
+    let apcer = attack.iter().filter(|s| **s >= t).count() as f32 / attack.len() as f32;
+    let bpcer = bona.iter().filter(|s| **s < t).count() as f32 / bona.len() as f32;
+    assert!(apcer <= 0.1 && bpcer <= 0.2, "APCER {apcer} BPCER {bpcer}");
+}
+
+#[test]
+fn head_turn_and_eyes_from_the_mesh() {
+    let p = pipeline();
+    let img = read_image_file(&data("faces/rose_leslie_img1.jpg")).unwrap();
+    let faces = p.detect(&img).unwrap();
+    let face = facegate::detect::largest(&faces).unwrap();
+    let mesh = p.mesh(&img, face).unwrap();
+    assert_eq!(mesh.points.len(), 468);
+    assert!(mesh.presence > 0.5);
+    assert!(mesh.pose.yaw.abs() < 20.0, "{:?}", mesh.pose);
+    assert!(mesh.eyes.left_openness > 0.5 && mesh.eyes.right_openness > 0.5, "{:?}", mesh.eyes);
+    // Synthesise a head turn by squeezing the image-left half of the face:
+    // the estimated yaw must move.
+    let crop = image::imageops::crop_imm(&img, 0, 0, img.width(), img.height()).to_image();
+    let mut turned = crop.clone();
+    let [x, _, w, _] = face.bbox;
+    let cx = (x + w / 2.0) as u32;
+    let left = image::imageops::crop_imm(&crop, 0, 0, cx, crop.height()).to_image();
+    let squeezed = image::imageops::resize(&left, cx * 3 / 5, crop.height(), image::imageops::FilterType::Triangle);
+    image::imageops::replace(&mut turned, &image::RgbImage::new(cx, crop.height()), 0, 0);
+    image::imageops::replace(&mut turned, &squeezed, (cx - cx * 3 / 5) as i64, 0);
+    let f2 = p.detect(&turned).unwrap();
+    let f2 = facegate::detect::largest(&f2).expect("squeezed face still detected");
+    let m2 = p.mesh(&turned, f2).unwrap();
+    assert!((m2.pose.yaw - mesh.pose.yaw).abs() > 5.0, "{:?} vs {:?}", m2.pose, mesh.pose);
+}

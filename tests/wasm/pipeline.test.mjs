@@ -1,0 +1,81 @@
+// The real facegate pipeline compiled to wasm32 (+simd128), run under Node:
+// the same checks as the native tests on real photos, plus the integrity check.
+// Built by `cargo xtask test` into target/wasm-node (wasm-bindgen --target nodejs).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const require = createRequire(import.meta.url);
+const fg = require(path.join(root, 'target/wasm-node/facegate.js'));
+const faces = path.join(root, '../shared/data/faces');
+
+// Same lookup as the native loader: models/, models/cache/, ../shared/models/<folder>/.
+function modelBytes(entry) {
+  const candidates = [path.join(root, 'models', entry.file), path.join(root, 'models/cache', entry.file)];
+  if (entry.location.startsWith('shared/')) {
+    candidates.push(path.join(root, '../shared/models', entry.location.slice(7), entry.file));
+  }
+  const found = candidates.find((p) => existsSync(p));
+  assert.ok(found, `model file ${entry.file} not found`);
+  return new Uint8Array(readFileSync(found));
+}
+
+const manifest = JSON.parse(fg.manifestJson());
+const needed = ['yunet_s_320', 'mobileface', 'facemesh', 'minifasnet_v2_2.7', 'minifasnet_v1se_4.0'];
+const models = {};
+for (const name of needed) models[name] = modelBytes(manifest.models.find((m) => m.name === name));
+const gate = new fg.FaceGate(models);
+const img = (f) => new Uint8Array(readFileSync(path.join(faces, f)));
+
+test('same person matches, different people do not (in wasm)', () => {
+  const same = gate.compareImages(img('obama.jpg'), img('obama2.jpg'));
+  const diff = gate.compareImages(img('obama.jpg'), img('biden.jpg'));
+  assert.equal(same.same_person, true, JSON.stringify(same));
+  assert.equal(diff.same_person, false, JSON.stringify(diff));
+  assert.ok(same.score > diff.score);
+});
+
+test('two_people.jpg gives two faces with quality reports (in wasm)', () => {
+  const found = gate.detectImage(img('two_people.jpg'));
+  assert.equal(found.length, 2);
+  for (const f of found) {
+    assert.equal(f.landmarks.length, 5);
+    assert.ok(Array.isArray(f.quality.reasons));
+  }
+});
+
+test('a camera-style RGBA frame yields pose, eyes, liveness and a match score', () => {
+  const ref = gate.setReferenceImage(img('obama.jpg'));
+  assert.ok(ref.detection === undefined && ref.box.length === 4);
+  // decode obama2 in wasm, then hand it over as RGBA like a canvas would
+  const frame = fg.decodeToRgba(img('obama2.jpg'));
+  assert.equal(frame.data.length, frame.width * frame.height * 4);
+  const r = gate.analyzeFrame(frame.width, frame.height, frame.data, true);
+  assert.equal(r.faces.length, 1);
+  assert.ok(Math.abs(r.pose.yaw) < 40, JSON.stringify(r.pose));
+  assert.ok(r.eyes.left_openness > 0.3 && r.eyes.right_openness > 0.3, JSON.stringify(r.eyes));
+  assert.ok(r.passive_liveness > 0.05, String(r.passive_liveness));
+  assert.ok(r.match_score > 0.8, String(r.match_score));
+  // another person's frame scores low against the same reference
+  const other = fg.decodeToRgba(img('biden.jpg'));
+  const r2 = gate.analyzeFrame(other.width, other.height, other.data, true);
+  assert.ok(r2.match_score < 0.8, String(r2.match_score));
+  const w = 64, h = 48;
+  const blank = new Uint8Array(w * h * 4);
+  const empty = gate.analyzeFrame(w, h, blank, true);
+  assert.equal(empty.faces.length, 0);
+  assert.equal(empty.match_score, undefined);
+  gate.clearReference();
+});
+
+test('bad input gives typed errors (in wasm)', () => {
+  assert.throws(() => gate.detectImage(new Uint8Array([1, 2, 3])), /image_decode/);
+  assert.throws(() => gate.analyzeFrame(10, 10, new Uint8Array(7), false), /invalid_input/);
+  const tampered = { ...models, mobileface: models.mobileface.slice() };
+  tampered.mobileface[100] ^= 0xff;
+  assert.throws(() => new fg.FaceGate(tampered), /model_integrity/);
+});
