@@ -76,8 +76,9 @@ pub fn locate(e: &ModelEntry) -> Option<std::path::PathBuf> {
     candidates.push(root.join("models").join(&e.file));
     if let Some(folder) = e.location.strip_prefix("shared/") {
         candidates.push(root.join("..").join("shared").join("models").join(folder).join(&e.file));
-        candidates.push(root.join("models").join("cache").join(&e.file));
     }
+    // downloads (`cargo xtask fetch-models`) and evaluation-only conversions
+    candidates.push(root.join("models").join("cache").join(&e.file));
     candidates.into_iter().find(|p| p.is_file())
 }
 

@@ -68,7 +68,7 @@ test('a camera-style RGBA frame yields pose, eyes, liveness and a match score', 
   const blank = new Uint8Array(w * h * 4);
   const empty = gate.analyzeFrame(w, h, blank, true);
   assert.equal(empty.faces.length, 0);
-  assert.equal(empty.match_score, undefined);
+  assert.equal(empty.match_score ?? null, null);
   gate.clearReference();
 });
 

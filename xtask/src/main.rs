@@ -110,11 +110,15 @@ fn build_wasm(target: &str, out: &Path) -> Result<(), String> {
     run(Command::new("wasm-bindgen").arg(&wasm).args(["--target", target, "--out-dir"]).arg(out))?;
     let bg = out.join("facegate_bg.wasm");
     if have("wasm-opt", "--version").is_some() {
-        run(Command::new("wasm-opt")
-            .args(["-O3", "--enable-simd", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals"])
-            .arg(&bg)
-            .arg("-o")
-            .arg(&bg))?;
+        // Shrinks the module; an old binaryen (Debian 12 ships 108) cannot parse
+        // what current rustc emits, so a failure keeps the unoptimised file.
+        let opt = out.join("facegate_bg.opt.wasm");
+        let ok = run(Command::new("wasm-opt").args(["-O3", "--all-features"]).arg(&bg).arg("-o").arg(&opt)).is_ok();
+        if ok {
+            std::fs::rename(&opt, &bg).map_err(|e| e.to_string())?;
+        } else {
+            eprintln!("xtask: warning: wasm-opt failed; keeping the unoptimised module");
+        }
     }
     let size = std::fs::metadata(&bg).map(|m| m.len()).unwrap_or(0);
     eprintln!("xtask: {} is {:.1} MB", bg.display(), size as f64 / 1e6);
