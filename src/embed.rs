@@ -32,6 +32,13 @@ pub const CANDIDATES: &[EmbedderConfig] = &[
         flip: true,
     },
     EmbedderConfig {
+        name: "mobilefacenet_asis",
+        size: 112,
+        norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
+        template_scale: 1.0,
+        flip: true,
+    },
+    EmbedderConfig {
         name: "mobileface",
         size: 112,
         norm: PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: false },

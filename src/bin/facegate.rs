@@ -235,8 +235,11 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
         };
         match (embed(f[cx]), embed(f[cy])) {
             (Ok(a), Ok(b)) => {
-                let score = p.calibration.score(a.cosine(&b));
-                scored.push((score as f64, same));
+                let cosine = a.cosine(&b);
+                let score = p.calibration.score(cosine);
+                // rank metrics on the cosine: the calibrated score saturates at 1.0 in f32
+                // for other embedders, which would turn their ROC into ties
+                scored.push((cosine as f64, same));
                 rows.push(json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score}));
             }
             (ea, eb) => {
@@ -245,7 +248,9 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
             }
         }
     }
-    let m = verification_metrics(&scored, p.calibration.threshold as f64);
+    let mut m = verification_metrics(&scored, p.calibration.cosine_threshold() as f64);
+    m.threshold = p.calibration.threshold as f64;
+    m.eer_threshold = p.calibration.score(m.eer_threshold as f32) as f64;
     Ok(json!({
         "pairs": rows,
         "metrics": m,
