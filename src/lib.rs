@@ -4,6 +4,7 @@
 //! wasm-bindgen bindings live in `wasm`.
 
 pub mod align;
+pub mod challenge;
 pub mod detect;
 pub mod embed;
 pub mod error;
