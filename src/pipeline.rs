@@ -12,6 +12,11 @@ use crate::quality::{assess, Quality, QualityThresholds};
 use image::RgbImage;
 use serde::Serialize;
 
+/// The largest face report: the face a 1:1 check is about (as `detect::largest`).
+pub fn largest_report(faces: &[FaceReport]) -> Option<&FaceReport> {
+    faces.iter().max_by(|a, b| a.detection.area().total_cmp(&b.detection.area()))
+}
+
 /// One detected face with its capture-quality verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaceReport {
@@ -99,10 +104,7 @@ impl Pipeline {
     /// Passive liveness of the largest face: (face, score in [0,1]).
     pub fn passive_liveness(&self, img: &RgbImage) -> Result<(FaceReport, f32)> {
         let faces = self.analyze(img)?;
-        let face = faces
-            .into_iter()
-            .max_by(|a, b| a.detection.area().total_cmp(&b.detection.area()))
-            .ok_or(FacegateError::NoFace)?;
+        let face = largest_report(&faces).ok_or(FacegateError::NoFace)?.clone();
         let model = self.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
         let score = model.score(img, &face.detection)?;
         Ok((face, score))

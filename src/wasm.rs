@@ -118,10 +118,7 @@ impl FaceGate {
 
     fn set_reference(&mut self, img: &RgbImage) -> Result<JsValue, JsError> {
         let faces = self.pipeline.analyze(img).map_err(js_err)?;
-        let face = faces
-            .iter()
-            .max_by(|a, b| a.detection.area().total_cmp(&b.detection.area()))
-            .ok_or_else(|| js_err(FacegateError::NoFace))?;
+        let face = crate::pipeline::largest_report(&faces).ok_or_else(|| js_err(FacegateError::NoFace))?;
         self.reference = Some(self.pipeline.embedder.embed(img, &face.detection.landmarks).map_err(js_err)?);
         to_js(face)
     }
@@ -153,7 +150,7 @@ impl FaceGate {
     fn frame_report(&self, img: &RgbImage, with_match: bool) -> crate::Result<FrameReport> {
         let faces = self.pipeline.analyze(img)?;
         let mut report = FrameReport { faces, pose: None, eyes: None, passive_liveness: None, match_score: None };
-        let Some(main) = report.faces.iter().max_by(|a, b| a.detection.area().total_cmp(&b.detection.area())) else {
+        let Some(main) = crate::pipeline::largest_report(&report.faces) else {
             return Ok(report);
         };
         let det = main.detection.clone();
