@@ -4,6 +4,7 @@
 //! can never pass.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// One frame of the challenge track: no pixels, only what the server may see.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -16,7 +17,7 @@ pub struct TrackSample {
     pub right_openness: f32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Blink,
@@ -50,14 +51,15 @@ pub fn blinked(track: &[TrackSample]) -> bool {
 /// the first frame's yaw.
 pub fn turned(track: &[TrackSample], step: Step) -> bool {
     let Some(first) = track.first() else { return false };
-    track.iter().any(|s| {
-        let d = s.yaw - first.yaw;
-        match step {
-            Step::TurnLeft => d <= -TURN_DEG,
-            Step::TurnRight => d >= TURN_DEG,
-            Step::Blink => false,
-        }
-    })
+    track.iter().any(|s| turn_reached(s.yaw - first.yaw, step))
+}
+
+fn turn_reached(yaw_from_baseline: f32, step: Step) -> bool {
+    match step {
+        Step::TurnLeft => yaw_from_baseline <= -TURN_DEG,
+        Step::TurnRight => yaw_from_baseline >= TURN_DEG,
+        Step::Blink => false,
+    }
 }
 
 pub fn performed(track: &[TrackSample], step: Step) -> bool {
@@ -65,6 +67,203 @@ pub fn performed(track: &[TrackSample], step: Step) -> bool {
         Step::Blink => blinked(track),
         _ => turned(track, step),
     }
+}
+
+
+/// The challenge a session asks for, derived from the server's seed so that
+/// the widget and the server agree without sending the steps separately, and
+/// an attacker cannot pre-record a fixed sequence.
+pub const MIN_STEPS: usize = 2;
+pub const MAX_STEPS: usize = 3;
+/// Each step must be completed within this many milliseconds of the moment
+/// the previous one ended (or the challenge started).
+pub const STEP_TIME_LIMIT_MS: u32 = 10_000;
+/// After a turn the head must come back within this many degrees of the
+/// starting pose before the next step counts, so one long turn cannot pass
+/// two steps and the order of steps is real.
+const RETURN_DEG: f32 = 10.0;
+/// Frames used to fix the starting (frontal) pose.
+const BASELINE_FRAMES: usize = 3;
+/// The evidence must be a plausible camera track: at least this many frames
+/// per second on average and no gap longer than MAX_GAP_MS.
+const MIN_FPS: f32 = 4.0;
+const MAX_GAP_MS: u32 = 1500;
+pub const MAX_TRACK_SAMPLES: usize = 2000;
+
+/// The ordered steps for a seed (any bytes; the server sends 16 random ones).
+/// 2 or 3 steps, never the same step twice in a row.
+pub fn steps_for_seed(seed: &[u8]) -> Vec<Step> {
+    const ALL: [Step; 3] = [Step::Blink, Step::TurnLeft, Step::TurnRight];
+    let digest = Sha256::new().chain_update(b"facegate-challenge-v1").chain_update(seed).finalize();
+    let count = MIN_STEPS + digest[0] as usize % (MAX_STEPS - MIN_STEPS + 1);
+    let mut steps: Vec<Step> = Vec::with_capacity(count);
+    for &byte in &digest[1..] {
+        if steps.len() == count {
+            break;
+        }
+        let step = ALL[byte as usize % 3];
+        if steps.last() != Some(&step) {
+            steps.push(step);
+        }
+    }
+    steps
+}
+
+/// When a step was passed: what the transcript in a signed result holds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepPassed {
+    pub step: Step,
+    pub passed_ms: u32,
+}
+
+/// Why a track does not perform its challenge: reason codes for the UI and
+/// the server's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum ChallengeFailure {
+    /// Timestamps not increasing, values out of range, too sparse or too long.
+    ImplausibleTrack,
+    /// Step `index` was not performed within its time limit.
+    StepTimedOut { index: usize, step: Step },
+    /// The track ended before every step was performed.
+    Incomplete { index: usize, step: Step },
+}
+
+impl ChallengeFailure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChallengeFailure::ImplausibleTrack => "implausible_track",
+            ChallengeFailure::StepTimedOut { .. } => "challenge_timeout",
+            ChallengeFailure::Incomplete { .. } => "challenge_incomplete",
+        }
+    }
+}
+
+/// Where a challenge stands after some frames; the widget feeds frames one
+/// by one to guide the user, the server replays the whole track through the
+/// same code to check the evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChallengeProgress {
+    pub steps: Vec<Step>,
+    pub passed: Vec<StepPassed>,
+    pub failure: Option<ChallengeFailure>,
+    #[serde(skip)]
+    baseline: Vec<f32>,
+    #[serde(skip)]
+    step_started_ms: Option<u32>,
+    #[serde(skip)]
+    waiting_for_return: bool,
+    #[serde(skip)]
+    blink_state: u8,
+    #[serde(skip)]
+    last_t_ms: Option<u32>,
+}
+
+impl ChallengeProgress {
+    pub fn new(steps: Vec<Step>) -> Self {
+        ChallengeProgress { steps, passed: Vec::new(), failure: None, baseline: Vec::new(), step_started_ms: None, waiting_for_return: false, blink_state: 0, last_t_ms: None }
+    }
+
+    pub fn current_step(&self) -> Option<Step> {
+        if self.failure.is_some() {
+            return None;
+        }
+        self.steps.get(self.passed.len()).copied()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.failure.is_none() && self.passed.len() == self.steps.len()
+    }
+
+    fn baseline_yaw(&self) -> Option<f32> {
+        (self.baseline.len() >= BASELINE_FRAMES).then(|| {
+            let mut b = self.baseline.clone();
+            b.sort_by(f32::total_cmp);
+            b[b.len() / 2]
+        })
+    }
+
+    /// Feed the next frame's sample. Frames without a face are simply not
+    /// fed; the time limit still runs on the next sample's timestamp.
+    pub fn push(&mut self, s: &TrackSample) {
+        if self.failure.is_some() || self.is_complete() {
+            return;
+        }
+        let valid = [s.yaw, s.pitch].iter().all(|v| v.is_finite() && v.abs() <= 90.0)
+            && [s.left_openness, s.right_openness].iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v))
+            && self.last_t_ms.is_none_or(|t| s.t_ms > t);
+        if !valid {
+            self.failure = Some(ChallengeFailure::ImplausibleTrack);
+            return;
+        }
+        self.last_t_ms = Some(s.t_ms);
+        let started = *self.step_started_ms.get_or_insert(s.t_ms);
+        let Some(step) = self.current_step() else { return };
+        if s.t_ms.saturating_sub(started) > STEP_TIME_LIMIT_MS {
+            self.failure = Some(ChallengeFailure::StepTimedOut { index: self.passed.len(), step });
+            return;
+        }
+        if self.baseline.len() < BASELINE_FRAMES {
+            self.baseline.push(s.yaw);
+        }
+        let Some(baseline) = self.baseline_yaw() else { return };
+        let from_baseline = s.yaw - baseline;
+        if self.waiting_for_return {
+            if from_baseline.abs() > RETURN_DEG {
+                return;
+            }
+            self.waiting_for_return = false;
+        }
+        let eyes = (s.left_openness + s.right_openness) / 2.0;
+        let done = match step {
+            Step::Blink => {
+                self.blink_state = match self.blink_state {
+                    0 if eyes > OPEN => 1,
+                    1 if eyes < CLOSED => 2,
+                    2 if eyes > OPEN => 3,
+                    other => other,
+                };
+                self.blink_state == 3
+            }
+            turn => turn_reached(from_baseline, turn),
+        };
+        if done {
+            self.passed.push(StepPassed { step, passed_ms: s.t_ms });
+            self.step_started_ms = Some(s.t_ms);
+            self.blink_state = 0;
+            self.waiting_for_return = step != Step::Blink;
+        }
+    }
+
+    /// End of the track: a challenge that is not complete has failed.
+    pub fn finish(mut self) -> Result<Vec<StepPassed>, ChallengeFailure> {
+        if let Some(f) = self.failure.take() {
+            return Err(f);
+        }
+        match self.current_step() {
+            Some(step) => Err(ChallengeFailure::Incomplete { index: self.passed.len(), step }),
+            None => Ok(self.passed),
+        }
+    }
+}
+
+/// Server-side check of challenge evidence: the track must be a plausible
+/// camera track and perform the seed's steps in order and in time.
+pub fn verify_track(seed: &[u8], track: &[TrackSample]) -> Result<Vec<StepPassed>, ChallengeFailure> {
+    if track.len() < 2 || track.len() > MAX_TRACK_SAMPLES {
+        return Err(ChallengeFailure::ImplausibleTrack);
+    }
+    let span_ms = track[track.len() - 1].t_ms.saturating_sub(track[0].t_ms);
+    let fps = (track.len() - 1) as f32 * 1000.0 / span_ms.max(1) as f32;
+    let max_gap = track.windows(2).map(|w| w[1].t_ms.saturating_sub(w[0].t_ms)).max().unwrap_or(0);
+    if fps < MIN_FPS || max_gap > MAX_GAP_MS {
+        return Err(ChallengeFailure::ImplausibleTrack);
+    }
+    let mut progress = ChallengeProgress::new(steps_for_seed(seed));
+    for s in track {
+        progress.push(s);
+    }
+    progress.finish()
 }
 
 #[cfg(test)]
@@ -91,5 +290,71 @@ mod tests {
         assert!(!blinked(&half), "a half-closed squint is not a blink");
         let right: Vec<_> = (0..10).map(|i| sample(i * 33, i as f32 * 3.0, 0.9)).collect();
         assert!(turned(&right, Step::TurnRight) && !turned(&right, Step::TurnLeft));
+    }
+
+    #[test]
+    fn seeds_give_varied_valid_sequences() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0u32..200 {
+            let steps = steps_for_seed(&i.to_le_bytes());
+            assert!((MIN_STEPS..=MAX_STEPS).contains(&steps.len()));
+            assert!(steps.windows(2).all(|w| w[0] != w[1]));
+            seen.insert(steps);
+        }
+        assert!(seen.len() >= 10, "only {} distinct sequences", seen.len());
+        assert_eq!(steps_for_seed(b"abc"), steps_for_seed(b"abc"));
+    }
+
+    /// A synthetic performer: frontal, then each step acted out for one second.
+    fn act(steps: &[Step]) -> Vec<TrackSample> {
+        let mut track = Vec::new();
+        let mut t = 0;
+        let mut frame = |yaw: f32, eyes: f32, track: &mut Vec<TrackSample>| {
+            track.push(sample(t, yaw, eyes));
+            t += 66;
+        };
+        for _ in 0..5 {
+            frame(0.0, 0.9, &mut track);
+        }
+        for step in steps {
+            for i in 0..15 {
+                let (yaw, eyes) = match step {
+                    Step::Blink => (0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
+                    Step::TurnLeft => (-30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
+                    Step::TurnRight => (30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
+                };
+                frame(yaw, eyes, &mut track);
+            }
+        }
+        track
+    }
+
+    #[test]
+    fn verify_track_checks_order_time_and_plausibility() {
+        let seed = b"session-seed-1";
+        let steps = steps_for_seed(seed);
+        let passed = verify_track(seed, &act(&steps)).expect("acted challenge passes");
+        assert_eq!(passed.iter().map(|p| p.step).collect::<Vec<_>>(), steps);
+
+        let mut reversed = steps.clone();
+        reversed.reverse();
+        assert!(verify_track(seed, &act(&reversed)).is_err(), "steps in the wrong order must fail");
+
+        let still: Vec<_> = (0..200).map(|i| sample(i * 66, 1.0, 0.9)).collect();
+        assert!(matches!(verify_track(seed, &still), Err(ChallengeFailure::StepTimedOut { index: 0, .. })));
+
+        let mut slow = act(&steps);
+        for (i, s) in slow.iter_mut().enumerate() {
+            s.t_ms = i as u32 * 1000;
+        }
+        assert!(verify_track(seed, &slow).is_err(), "1 fps is not a camera track");
+
+        let mut backwards = act(&steps);
+        backwards[10].t_ms = 0;
+        assert_eq!(verify_track(seed, &backwards), Err(ChallengeFailure::ImplausibleTrack));
+
+        let mut out_of_range = act(&steps);
+        out_of_range[3].left_openness = 7.0;
+        assert_eq!(verify_track(seed, &out_of_range), Err(ChallengeFailure::ImplausibleTrack));
     }
 }

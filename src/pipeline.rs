@@ -1,6 +1,7 @@
 //! The whole on-device pipeline in one object: models loaded once (from
 //! verified bytes), then used for every image or camera frame.
 
+use crate::challenge::TrackSample;
 use crate::detect::{largest, Detection, FaceDetector};
 use crate::embed::{self, Embedder, Embedding};
 use crate::error::{FacegateError, Result};
@@ -114,6 +115,22 @@ impl Pipeline {
     pub fn mesh(&self, img: &RgbImage, face: &Detection) -> Result<FaceMesh> {
         let lm = self.landmarker.as_ref().ok_or_else(|| FacegateError::InvalidInput("landmark model not loaded".into()))?;
         lm.mesh(img, face)
+    }
+
+    /// One challenge-track sample from a camera frame: the largest face's
+    /// head pose and eye openness (`None` when no face is in view).
+    pub fn track_sample(&self, img: &RgbImage, t_ms: u32) -> Result<Option<(Detection, FaceMesh, TrackSample)>> {
+        let faces = self.detect(img)?;
+        let Some(face) = largest(&faces) else { return Ok(None) };
+        let mesh = self.mesh(img, face)?;
+        let sample = TrackSample {
+            t_ms,
+            yaw: mesh.pose.yaw,
+            pitch: mesh.pose.pitch,
+            left_openness: mesh.eyes.left_openness,
+            right_openness: mesh.eyes.right_openness,
+        };
+        Ok(Some((face.clone(), mesh, sample)))
     }
 
     /// Embedding of the largest face, for 1:1 checks.

@@ -64,6 +64,20 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Head pose / eye track over video frames (image files in time order):
+    /// which challenge steps they perform, and with --seed whether they pass
+    /// that session's challenge as the server would check it.
+    Track {
+        frames: Vec<PathBuf>,
+        /// Frame rate of the sequence, for the timestamps.
+        #[arg(long, default_value_t = 30.0)]
+        fps: f32,
+        /// Challenge seed (hex) to verify the track against.
+        #[arg(long)]
+        seed: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Score a CSV of pairs (file_x,file_y,Decision) and report verification metrics.
     Pairs {
         csv: PathBuf,
@@ -153,6 +167,10 @@ fn run(cli: Cli) -> Result<()> {
                 .align(&img, &face.landmarks)
                 .save(out)
                 .map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
+        }
+        Cmd::Track { frames, fps, seed, json } => {
+            let p = Pipeline::load_native(&opts)?;
+            print(track(&p, frames, *fps, seed.as_deref())?, *json);
         }
         Cmd::Pairs { csv, images, json } => {
             let p = Pipeline::load_native(&opts)?;
@@ -257,4 +275,41 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
         "failed_pairs": rows.len() - scored.len(),
         "embedder": p.embedder.config.name,
     }))
+}
+
+fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>) -> Result<serde_json::Value> {
+    use facegate::challenge::{performed, steps_for_seed, verify_track, Step};
+    if !(fps > 0.0) {
+        return Err(FacegateError::InvalidInput("--fps must be positive".into()));
+    }
+    let mut samples = Vec::new();
+    let mut per_frame = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let img = read_image_file(f)?;
+        let t_ms = (i as f32 * 1000.0 / fps).round() as u32;
+        match p.track_sample(&img, t_ms)? {
+            Some((_, _, s)) => {
+                samples.push(s);
+                per_frame.push(json!(s));
+            }
+            None => per_frame.push(serde_json::Value::Null),
+        }
+    }
+    let mut v = json!({
+        "frames": per_frame,
+        "faces_found": samples.len(),
+        "performed": {
+            "blink": performed(&samples, Step::Blink),
+            "turn_left": performed(&samples, Step::TurnLeft),
+            "turn_right": performed(&samples, Step::TurnRight),
+        },
+    });
+    if let Some(seed) = seed {
+        let seed = hex::decode(seed).map_err(|e| FacegateError::InvalidInput(format!("--seed is not hex: {e}")))?;
+        v["challenge"] = match verify_track(&seed, &samples) {
+            Ok(passed) => json!({"steps": steps_for_seed(&seed), "passed": true, "transcript": passed}),
+            Err(f) => json!({"steps": steps_for_seed(&seed), "passed": false, "reason": f.code(), "failure": f}),
+        };
+    }
+    Ok(v)
 }

@@ -55,8 +55,15 @@ fn setup() -> Result<(), String> {
     if !wb.contains(WASM_BINDGEN_VERSION) {
         run(cargo().args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION]))?;
     }
-    if have("node", "--version").is_none() {
-        apt_install(&["nodejs"])?;
+    // Debian packages the tests drive for real: node (wasm under Node),
+    // ffmpeg (real footage into frames and fake-camera y4m).
+    let missing: Vec<&str> = [("node", "nodejs"), ("ffmpeg", "ffmpeg")]
+        .into_iter()
+        .filter(|(program, _)| have(program, "-version").is_none() && have(program, "--version").is_none())
+        .map(|(_, package)| package)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
     }
     if have("wasm-opt", "--version").is_none() {
         // optional: smaller wasm; failure to install is not fatal
