@@ -31,13 +31,16 @@ impl Detection {
     }
 
     fn iou(&self, o: &Detection) -> f32 {
-        let (ax2, ay2) = (self.bbox[0] + self.bbox[2], self.bbox[1] + self.bbox[3]);
-        let (bx2, by2) = (o.bbox[0] + o.bbox[2], o.bbox[1] + o.bbox[3]);
-        let iw = (ax2.min(bx2) - self.bbox[0].max(o.bbox[0])).max(0.0);
-        let ih = (ay2.min(by2) - self.bbox[1].max(o.bbox[1])).max(0.0);
-        let inter = iw * ih;
-        inter / (self.area() + o.area() - inter).max(1e-6)
+        box_iou(self.bbox, o.bbox)
     }
+}
+
+/// Intersection over union of two `[x, y, w, h]` boxes.
+pub fn box_iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let iw = ((a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = ((a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    inter / (a[2].max(0.0) * a[3].max(0.0) + b[2].max(0.0) * b[3].max(0.0) - inter).max(1e-6)
 }
 
 /// YuNet's contract: BGR, raw 0..255 values, no normalisation.

@@ -106,6 +106,45 @@ pub fn pad_metrics(scores: &[(f64, bool)], threshold: f64) -> PadMetrics {
     }
 }
 
+/// Detection against labelled boxes: a labelled face counts as found when a
+/// detection overlaps it with IoU >= `min_iou` (each detection matches at most
+/// one face, best score first); unmatched detections are false positives.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DetectionMetrics {
+    pub images: usize,
+    pub faces: usize,
+    pub found: usize,
+    pub recall: f64,
+    pub false_positives: usize,
+    pub min_iou: f64,
+}
+
+/// `images`: per image, the labelled boxes and the detections (box, score).
+pub fn detection_metrics(images: &[(Vec<[f32; 4]>, Vec<([f32; 4], f32)>)], min_iou: f64) -> DetectionMetrics {
+    let mut m = DetectionMetrics { images: images.len(), min_iou, ..Default::default() };
+    for (truth, dets) in images {
+        let mut dets = dets.clone();
+        dets.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut taken = vec![false; truth.len()];
+        for (d, _) in &dets {
+            let best = truth
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !taken[*i])
+                .map(|(i, t)| (i, crate::detect::box_iou(*d, *t)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((i, iou)) if iou as f64 >= min_iou => taken[i] = true,
+                _ => m.false_positives += 1,
+            }
+        }
+        m.faces += truth.len();
+        m.found += taken.iter().filter(|t| **t).count();
+    }
+    m.recall = m.found as f64 / m.faces.max(1) as f64;
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +156,15 @@ mod tests {
         assert!((m.auc - 1.0).abs() < 1e-9);
         assert!(m.eer < 1e-9);
         assert_eq!(m.accuracy_at_threshold, 1.0);
+    }
+
+    #[test]
+    fn detection_matching_counts_each_face_once() {
+        let truth = vec![[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 10.0, 10.0]];
+        let dets = vec![([1.0, 1.0, 10.0, 10.0], 0.9), ([0.0, 0.0, 10.0, 11.0], 0.8), ([200.0, 0.0, 5.0, 5.0], 0.7)];
+        let m = detection_metrics(&[(truth, dets)], 0.5);
+        assert_eq!((m.faces, m.found, m.false_positives), (2, 1, 2));
+        assert!((m.recall - 0.5).abs() < 1e-9);
     }
 
     #[test]

@@ -78,6 +78,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Detection recall and false positives against labelled face boxes:
+    /// dlib imglab XML (<image file><box top left width height/>) or a CSV
+    /// with header file,x,y,w,h (one row per face; a row with empty box
+    /// fields lists an image without faces).
+    DetectEval {
+        labels: PathBuf,
+        /// Folder the image paths are relative to (default: the labels' folder).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Minimum IoU for a detection to count as finding a labelled face.
+        #[arg(long, default_value_t = 0.5)]
+        iou: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Score a CSV of pairs (file_x,file_y,Decision) and report verification metrics.
     Pairs {
         csv: PathBuf,
@@ -172,6 +187,11 @@ fn run(cli: Cli) -> Result<()> {
             let p = Pipeline::load_native(&opts)?;
             print(track(&p, frames, *fps, seed.as_deref())?, *json);
         }
+        Cmd::DetectEval { labels, images, iou, json } => {
+            let p = Pipeline::load_native(&opts)?;
+            let dir = images.clone().unwrap_or_else(|| labels.parent().map(Path::to_path_buf).unwrap_or_default());
+            print(detect_eval(&p, labels, &dir, *iou)?, *json);
+        }
         Cmd::Pairs { csv, images, json } => {
             let p = Pipeline::load_native(&opts)?;
             print(pairs(&p, csv, images)?, *json);
@@ -217,15 +237,8 @@ fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Valu
 }
 
 fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(csv)
-        .map_err(|e| FacegateError::Io { path: csv.display().to_string(), reason: e.to_string() })?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').map(str::trim).collect();
-    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
-    let (cx, cy, cd) = match (col("file_x"), col("file_y"), col("Decision")) {
-        (Some(x), Some(y), Some(d)) => (x, y, d),
-        _ => return Err(FacegateError::InvalidInput("CSV header must have file_x,file_y,Decision".into())),
-    };
+    let (header, lines) = read_csv(csv)?;
+    let (cx, cy, cd) = (column(&header, "file_x")?, column(&header, "file_y")?, column(&header, "Decision")?);
     // Each image is embedded once, however many pairs it is in.
     let mut cache: HashMap<String, std::result::Result<facegate::embed::Embedding, String>> = HashMap::new();
     let mut embed = |file: &str| -> std::result::Result<facegate::embed::Embedding, String> {
@@ -241,17 +254,16 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
     };
     let mut rows = Vec::new();
     let mut scored = Vec::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+    for f in lines {
         if f.len() <= cx.max(cy).max(cd) {
-            return Err(FacegateError::InvalidInput(format!("short CSV line: {line}")));
+            return Err(FacegateError::InvalidInput(format!("short CSV line: {}", f.join(","))));
         }
         let same = match f[cd].to_ascii_lowercase().as_str() {
             "yes" | "1" | "true" | "same" => true,
             "no" | "0" | "false" | "different" => false,
             other => return Err(FacegateError::InvalidInput(format!("Decision must be Yes or No, got {other}"))),
         };
-        match (embed(f[cx]), embed(f[cy])) {
+        match (embed(&f[cx]), embed(&f[cy])) {
             (Ok(a), Ok(b)) => {
                 let cosine = a.cosine(&b);
                 let score = p.calibration.score(cosine);
@@ -312,4 +324,69 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>) -> Resu
         };
     }
     Ok(v)
+}
+
+/// Labelled boxes per image file, in file order, from imglab XML or CSV.
+fn read_box_labels(path: &Path) -> Result<Vec<(String, Vec<[f32; 4]>)>> {
+    let bad = |m: String| FacegateError::InvalidInput(format!("{}: {m}", path.display()));
+    let mut images: Vec<(String, Vec<[f32; 4]>)> = Vec::new();
+    let mut add = |file: &str, b: Option<[f32; 4]>| {
+        if images.last().is_none_or(|(f, _)| f != file) {
+            images.push((file.to_string(), Vec::new()));
+        }
+        if let Some(b) = b {
+            images.last_mut().unwrap().1.push(b);
+        }
+    };
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FacegateError::Io { path: path.display().to_string(), reason: e.to_string() })?;
+        let doc = roxmltree::Document::parse(&text).map_err(|e| bad(e.to_string()))?;
+        for image in doc.descendants().filter(|n| n.has_tag_name("image")) {
+            let file = image.attribute("file").ok_or_else(|| bad("<image> without file".into()))?;
+            add(file, None);
+            for b in image.children().filter(|n| n.has_tag_name("box")) {
+                if b.attribute("ignore") == Some("1") {
+                    continue;
+                }
+                let num = |a: &str| -> Result<f32> {
+                    b.attribute(a).and_then(|v| v.parse().ok()).ok_or_else(|| bad(format!("<box> lacks numeric {a}")))
+                };
+                add(file, Some([num("left")?, num("top")?, num("width")?, num("height")?]));
+            }
+        }
+    } else {
+        let (header, rows) = read_csv(path)?;
+        let (cf, cx, cy) = (column(&header, "file")?, column(&header, "x")?, column(&header, "y")?);
+        let (cw, ch) = (column(&header, "w")?, column(&header, "h")?);
+        for r in rows {
+            let get = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
+            if get(cx).is_empty() {
+                add(get(cf), None);
+                continue;
+            }
+            let num = |i: usize| get(i).parse::<f32>().map_err(|_| bad(format!("not a number: {}", get(i))));
+            add(get(cf), Some([num(cx)?, num(cy)?, num(cw)?, num(ch)?]));
+        }
+    }
+    Ok(images)
+}
+
+fn detect_eval(p: &Pipeline, labels: &Path, dir: &Path, min_iou: f64) -> Result<serde_json::Value> {
+    let labelled = read_box_labels(labels)?;
+    let mut per_image = Vec::new();
+    let mut scored = Vec::new();
+    for (file, truth) in labelled {
+        let img = read_image_file(&dir.join(&file))?;
+        let dets: Vec<([f32; 4], f32)> = p.detect(&img)?.into_iter().map(|d| (d.bbox, d.score)).collect();
+        let m = facegate::metrics::detection_metrics(&[(truth.clone(), dets.clone())], min_iou);
+        per_image.push(json!({"file": file, "faces": m.faces, "found": m.found, "false_positives": m.false_positives}));
+        scored.push((truth, dets));
+    }
+    Ok(json!({
+        "images": per_image,
+        "metrics": facegate::metrics::detection_metrics(&scored, min_iou),
+        "detector": p.model_hashes.first().map(|(name, _)| name.clone()),
+        "labels": labels.display().to_string(),
+    }))
 }

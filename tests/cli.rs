@@ -1,0 +1,130 @@
+//! The `facegate` command line as users and the checks call it: JSON shapes,
+//! exit codes, one-line errors, and the dev-set evaluations.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn data(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
+}
+
+fn facegate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_facegate")).args(args).output().expect("facegate runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn path(p: &PathBuf) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn detect_and_compare_print_the_documented_json() {
+    let d = json_of(&facegate(&["detect", path(&data("faces/two_people.jpg")), "--json"]));
+    let faces = d["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    for f in faces {
+        assert_eq!(f["box"].as_array().unwrap().len(), 4);
+        assert_eq!(f["landmarks"].as_array().unwrap().len(), 5);
+        assert!(f["score"].as_f64().unwrap() > 0.5);
+        assert!(f["quality"].is_object());
+    }
+    let same = json_of(&facegate(&["compare", path(&data("faces/obama.jpg")), path(&data("faces/obama2.jpg")), "--json"]));
+    assert_eq!(same["same_person"], true);
+    assert!(same["score"].as_f64().unwrap() >= same["threshold"].as_f64().unwrap());
+    let diff = json_of(&facegate(&["compare", path(&data("faces/obama.jpg")), path(&data("faces/biden.jpg")), "--json"]));
+    assert_eq!(diff["same_person"], false);
+    let live = json_of(&facegate(&["liveness", path(&data("faces/obama.jpg")), "--json"]));
+    let s = live["liveness"]["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&s));
+}
+
+#[test]
+fn errors_are_one_line_and_exit_non_zero() {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_image = dir.join("notes.jpg");
+    std::fs::write(&not_image, b"this is not a JPEG").unwrap();
+    for (args, code, needle) in [
+        (vec!["detect", "/nonexistent/face.jpg", "--json"], 2, "io_error"),
+        (vec!["detect", path(&not_image), "--json"], 2, "image_decode"),
+    ] {
+        let out = facegate(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pairs_reports_failed_pairs_and_goes_on() {
+    let dir = std::env::temp_dir().join(format!("facegate-pairs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let faces = data("faces");
+    for f in ["obama.jpg", "obama2.jpg", "biden.jpg", "biden_biden2.jpg"] {
+        std::fs::copy(faces.join(f), dir.join(f)).unwrap();
+    }
+    // a real photo with no face in it
+    let img = image::open(faces.join("obama.jpg")).unwrap();
+    img.crop_imm(0, 0, 150, 150).save(dir.join("wall.png")).unwrap();
+    let csv = dir.join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "file_x,file_y,Decision\nobama.jpg,obama2.jpg,Yes\nbiden.jpg,biden_biden2.jpg,Yes\nobama.jpg,biden.jpg,No\nwall.png,obama.jpg,No\n",
+    )
+    .unwrap();
+    let v = json_of(&facegate(&["pairs", path(&csv), "--images", path(&dir), "--json"]));
+    let pairs = v["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 4);
+    assert!(pairs[3]["score"].is_null());
+    assert!(pairs[3]["error"].as_str().unwrap().contains("no face"), "{}", pairs[3]);
+    for key in ["auc", "eer", "tar_at_far_1e-3", "accuracy_at_threshold"] {
+        assert!(v["metrics"][key].is_number(), "{key}");
+    }
+    assert_eq!(v["metrics"]["auc"], 1.0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn lfw_dev_pairs_are_verified_accurately() {
+    let v = json_of(&facegate(&["pairs", path(&data("lfw-dev/pairs.csv")), "--images", path(&data("lfw-dev/images")), "--json"]));
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 1200);
+    let m = &v["metrics"];
+    // dev-set figures (README): AUC 0.981, EER 6.5 %; the bounds leave room
+    // for numeric differences, not for a broken model or alignment
+    assert!(m["auc"].as_f64().unwrap() > 0.96, "{m}");
+    assert!(m["eer"].as_f64().unwrap() < 0.10, "{m}");
+    assert!(v["failed_pairs"].as_u64().unwrap() <= 12, "{}", v["failed_pairs"]);
+}
+
+#[test]
+fn detection_recall_on_dlib_labelled_boxes() {
+    for xml in ["dlib-faces/training.xml", "dlib-faces/testing.xml"] {
+        let v = json_of(&facegate(&["detect-eval", path(&data(xml)), "--json"]));
+        let m = &v["metrics"];
+        assert!(m["recall"].as_f64().unwrap() >= 0.9, "{xml}: {m}");
+        assert!(m["false_positives"].as_u64().unwrap() <= 5, "{xml}: {m}");
+    }
+}
+
+#[test]
+fn track_verifies_a_challenge_seed() {
+    // still photo frames: the challenge can never pass
+    let still = data("faces/obama.jpg");
+    let frames: Vec<&str> = std::iter::repeat_n(path(&still), 40).collect();
+    let mut args = vec!["track"];
+    args.extend(frames);
+    args.extend(["--fps", "4", "--seed", "00112233445566778899aabbccddeeff", "--json"]);
+    let v = json_of(&facegate(&args));
+    assert_eq!(v["faces_found"], 40);
+    assert_eq!(v["performed"]["blink"], false);
+    assert_eq!(v["performed"]["turn_left"], false);
+    assert_eq!(v["challenge"]["passed"], false);
+}
