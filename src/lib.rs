@@ -8,6 +8,7 @@ pub mod challenge;
 pub mod detect;
 pub mod embed;
 pub mod error;
+pub mod escrow;
 pub mod image_io;
 pub mod landmarks;
 pub mod liveness;
@@ -17,6 +18,8 @@ pub mod metrics;
 pub mod pipeline;
 pub mod quality;
 pub mod runtime;
+pub mod signed;
+pub mod template;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

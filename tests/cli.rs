@@ -93,18 +93,6 @@ fn pairs_reports_failed_pairs_and_goes_on() {
 }
 
 #[test]
-fn lfw_dev_pairs_are_verified_accurately() {
-    let v = json_of(&facegate(&["pairs", path(&data("lfw-dev/pairs.csv")), "--images", path(&data("lfw-dev/images")), "--json"]));
-    assert_eq!(v["pairs"].as_array().unwrap().len(), 1200);
-    let m = &v["metrics"];
-    // dev-set figures (README): AUC 0.981, EER 6.5 %; the bounds leave room
-    // for numeric differences, not for a broken model or alignment
-    assert!(m["auc"].as_f64().unwrap() > 0.96, "{m}");
-    assert!(m["eer"].as_f64().unwrap() < 0.10, "{m}");
-    assert!(v["failed_pairs"].as_u64().unwrap() <= 12, "{}", v["failed_pairs"]);
-}
-
-#[test]
 fn detection_recall_on_dlib_labelled_boxes() {
     for xml in ["dlib-faces/training.xml", "dlib-faces/testing.xml"] {
         let v = json_of(&facegate(&["detect-eval", path(&data(xml)), "--json"]));
@@ -127,4 +115,43 @@ fn track_verifies_a_challenge_seed() {
     assert_eq!(v["performed"]["blink"], false);
     assert_eq!(v["performed"]["turn_left"], false);
     assert_eq!(v["challenge"]["passed"], false);
+}
+
+#[test]
+fn protect_and_lfw_dev_pairs_raw_and_protected() {
+    let key = "ab".repeat(32);
+    let v = json_of(&facegate(&["protect", path(&data("faces/obama.jpg")), "--key", &key, "--json"]));
+    let t = &v["template"];
+    assert_eq!(t["scheme"], facegate::template::SCHEME);
+    assert_eq!(t["bits"].as_str().unwrap().len(), facegate::template::BITS / 4);
+    assert!(t.get("embedding").is_none());
+    let bad = facegate(&["protect", path(&data("faces/obama.jpg")), "--key", "abc", "--json"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let v = json_of(&facegate(&[
+        "pairs",
+        path(&data("lfw-dev/pairs.csv")),
+        "--images",
+        path(&data("lfw-dev/images")),
+        "--protected",
+        "--key",
+        &key,
+        "--json",
+    ]));
+    // one run gives the raw figures and the protected ones
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 1200);
+    let (raw, prot) = (&v["raw_metrics"], &v["metrics"]);
+    // dev-set figures (README): AUC 0.981, EER 6.5 %; the bounds leave room
+    // for numeric differences, not for a broken model or alignment
+    assert!(raw["auc"].as_f64().unwrap() > 0.96, "{raw}");
+    assert!(raw["eer"].as_f64().unwrap() < 0.10, "{raw}");
+    assert!(v["failed_pairs"].as_u64().unwrap() <= 12, "{}", v["failed_pairs"]);
+    let loss = raw["auc"].as_f64().unwrap() - prot["auc"].as_f64().unwrap();
+    assert!(loss < 0.02, "protected-domain AUC loss {loss}: raw {raw} protected {prot}");
+    // the same person at two carriers is accepted no more often than impostors
+    let u = &v["unlinkability"];
+    let cross = u["cross_key_same_person"]["accepted_at_threshold"].as_f64().unwrap();
+    let impostor = u["same_key_impostor"]["accepted_at_threshold"].as_f64().unwrap();
+    assert!(cross <= impostor.max(0.02), "{u}");
+    assert!(u["cross_key_same_person"]["mean_cosine_estimate"].as_f64().unwrap().abs() < 0.05, "{u}");
 }

@@ -6,6 +6,7 @@ use facegate::error::{FacegateError, Result};
 use facegate::image_io::read_image_file;
 use facegate::metrics::verification_metrics;
 use facegate::pipeline::{Pipeline, PipelineOptions};
+use facegate::template::TransformKey;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,23 @@ enum Cmd {
         csv: PathBuf,
         #[arg(long)]
         images: PathBuf,
+        /// Score in the protected-template domain (needs --key); the raw
+        /// figures and the cross-key (unlinkability) figures are reported too.
+        #[arg(long, requires = "key")]
+        protected: bool,
+        /// Carrier transform key, 64 hex characters.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The protected template of the largest face (what leaves the device
+    /// instead of an embedding), under a carrier transform key.
+    Protect {
+        image: PathBuf,
+        /// Carrier transform key, 64 hex characters.
+        #[arg(long)]
+        key: String,
         #[arg(long)]
         json: bool,
     },
@@ -192,9 +210,17 @@ fn run(cli: Cli) -> Result<()> {
             let dir = images.clone().unwrap_or_else(|| labels.parent().map(Path::to_path_buf).unwrap_or_default());
             print(detect_eval(&p, labels, &dir, *iou)?, *json);
         }
-        Cmd::Pairs { csv, images, json } => {
+        Cmd::Pairs { csv, images, protected, key, json } => {
             let p = Pipeline::load_native(&opts)?;
-            print(pairs(&p, csv, images)?, *json);
+            let key = if *protected { key.as_deref() } else { None };
+            print(pairs(&p, csv, images, key)?, *json);
+        }
+        Cmd::Protect { image, key, json } => {
+            let img = read_image_file(image)?;
+            let p = Pipeline::load_native(&opts)?;
+            let (face, e) = p.embed_largest(&img)?;
+            let t = TransformKey::from_hex(key, e.0.len())?.protect(&e)?;
+            print(json!({"template": t, "face": face}), *json);
         }
     }
     Ok(())
@@ -236,7 +262,13 @@ fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Valu
     Ok(json!({ "samples": out, "metrics": facegate::metrics::pad_metrics(&scored, threshold) }))
 }
 
-fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
+/// A second carrier's key, derived from the first, for the unlinkability figures.
+fn other_carrier_key(key_hex: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::new().chain_update(b"another carrier").chain_update(key_hex.as_bytes()).finalize())
+}
+
+fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Result<serde_json::Value> {
     let (header, lines) = read_csv(csv)?;
     let (cx, cy, cd) = (column(&header, "file_x")?, column(&header, "file_y")?, column(&header, "Decision")?);
     // Each image is embedded once, however many pairs it is in.
@@ -254,6 +286,10 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
     };
     let mut rows = Vec::new();
     let mut scored = Vec::new();
+    // protected domain: (this carrier's key, another carrier's key), made on first use
+    let mut keys: Option<(TransformKey, TransformKey)> = None;
+    let mut protected_scored = Vec::new();
+    let mut cross_key_genuine = Vec::new();
     for f in lines {
         if f.len() <= cx.max(cy).max(cd) {
             return Err(FacegateError::InvalidInput(format!("short CSV line: {}", f.join(","))));
@@ -270,7 +306,23 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
                 // rank metrics on the cosine: the calibrated score saturates at 1.0 in f32
                 // for other embedders, which would turn their ROC into ties
                 scored.push((cosine as f64, same));
-                rows.push(json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score}));
+                let mut row = json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score});
+                if let Some(key) = protect_key {
+                    if keys.is_none() {
+                        let dim = a.0.len();
+                        keys = Some((TransformKey::from_hex(key, dim)?, TransformKey::from_hex(&other_carrier_key(key), dim)?));
+                    }
+                    let (k1, k2) = keys.as_ref().expect("made above");
+                    let (ta, tb) = (k1.protect(&a)?, k1.protect(&b)?);
+                    let est = ta.cosine_estimate(&tb)?;
+                    protected_scored.push((est as f64, same));
+                    row["protected_score"] = json!(p.calibration.score(est));
+                    if same {
+                        // the same person enrolled at two carriers
+                        cross_key_genuine.push(ta.cosine_estimate(&k2.protect(&b)?.with_key_id(k1.id()))? as f64);
+                    }
+                }
+                rows.push(row);
             }
             (ea, eb) => {
                 let err = ea.err().or(eb.err()).unwrap_or_default();
@@ -281,12 +333,34 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
     let mut m = verification_metrics(&scored, p.calibration.cosine_threshold() as f64);
     m.threshold = p.calibration.threshold as f64;
     m.eer_threshold = p.calibration.score(m.eer_threshold as f32) as f64;
-    Ok(json!({
+    let mut out = json!({
         "pairs": rows,
         "metrics": m,
         "failed_pairs": rows.len() - scored.len(),
         "embedder": p.embedder.config.name,
-    }))
+    });
+    if protect_key.is_some() {
+        let threshold = p.calibration.cosine_threshold() as f64;
+        let mut pm = verification_metrics(&protected_scored, threshold);
+        pm.threshold = p.calibration.threshold as f64;
+        pm.eer_threshold = p.calibration.score(pm.eer_threshold as f32) as f64;
+        let impostor: Vec<f64> = protected_scored.iter().filter(|s| !s.1).map(|s| s.0).collect();
+        let stats = |v: &[f64]| {
+            let n = v.len().max(1) as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+            json!({"count": v.len(), "mean_cosine_estimate": mean, "std": std,
+                   "accepted_at_threshold": v.iter().filter(|x| **x >= threshold).count() as f64 / n})
+        };
+        out["raw_metrics"] = out["metrics"].take();
+        out["metrics"] = json!(pm);
+        out["template"] = json!({"scheme": facegate::template::SCHEME, "bits": facegate::template::BITS});
+        out["unlinkability"] = json!({
+            "cross_key_same_person": stats(&cross_key_genuine),
+            "same_key_impostor": stats(&impostor),
+        });
+    }
+    Ok(out)
 }
 
 fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>) -> Result<serde_json::Value> {
