@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod quality;
 pub mod runtime;
+pub mod session;
 pub mod signed;
 pub mod template;
 

@@ -9,6 +9,7 @@ use crate::error::FacegateError;
 use crate::image_io::{decode_image, rgb_from_rgba};
 use crate::matching::compare;
 use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::session::{DeviceSession, SessionConfig};
 use image::RgbImage;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -57,10 +58,23 @@ pub fn decode_to_rgba(bytes: &[u8]) -> Result<JsValue, JsError> {
     out.serialize(&serde_wasm_bindgen::Serializer::new()).map_err(|e| JsError::new(&e.to_string()))
 }
 
+/// The cross-platform signing test vector (tests/vectors/signed_result.json):
+/// the wire form of the fixed result signed by the key with this seed.
+#[wasm_bindgen(js_name = signedResultTestVector)]
+pub fn signed_result_test_vector(seed_hex: &str) -> Result<String, JsError> {
+    let seed: [u8; 32] = hex::decode(seed_hex).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| JsError::new("seed must be 32 bytes of hex"))?;
+    let key = crate::signed::DeviceKey::from_seed(seed);
+    let signed = key.sign(crate::signed::test_vector_result(key.public_key_hex())).map_err(js_err)?;
+    signed.to_json().map_err(js_err)
+}
+
 #[wasm_bindgen]
 pub struct FaceGate {
     pipeline: Pipeline,
     reference: Option<Embedding>,
+    /// Aligned ID face, kept only for opt-in evidence escrow.
+    reference_crop: Option<RgbImage>,
+    session: Option<DeviceSession>,
 }
 
 #[derive(Serialize)]
@@ -86,7 +100,7 @@ impl FaceGate {
             Ok(js_sys::Uint8Array::new(&v).to_vec())
         };
         let pipeline = Pipeline::load(&PipelineOptions::default(), source).map_err(js_err)?;
-        Ok(FaceGate { pipeline, reference: None })
+        Ok(FaceGate { pipeline, reference: None, reference_crop: None, session: None })
     }
 
     /// sha256 of every model in use, as `[[name, hex], ...]`.
@@ -120,6 +134,7 @@ impl FaceGate {
         let faces = self.pipeline.analyze(img).map_err(js_err)?;
         let face = crate::pipeline::largest_report(&faces).ok_or_else(|| js_err(FacegateError::NoFace))?;
         self.reference = Some(self.pipeline.embedder.embed(img, &face.detection.landmarks).map_err(js_err)?);
+        self.reference_crop = Some(self.pipeline.embedder.align(img, &face.detection.landmarks));
         to_js(face)
     }
 
@@ -127,6 +142,44 @@ impl FaceGate {
     #[wasm_bindgen(js_name = clearReference)]
     pub fn clear_reference(&mut self) {
         self.reference = None;
+        self.reference_crop = None;
+        self.session = None;
+    }
+
+    /// Start a verification session on this device: makes the per-session
+    /// Ed25519 key (platform CSPRNG) and returns its public key (hex), which
+    /// the widget registers with the server.
+    #[wasm_bindgen(js_name = newSession)]
+    pub fn new_session(&mut self) -> Result<String, JsError> {
+        let s = DeviceSession::new().map_err(js_err)?;
+        let pk = s.public_key_hex();
+        self.session = Some(s);
+        Ok(pk)
+    }
+
+    /// Begin the challenge with the server's session configuration (JSON of
+    /// `SessionConfig`); returns the ordered steps.
+    #[wasm_bindgen(js_name = beginChallenge)]
+    pub fn begin_challenge(&mut self, config_json: &str) -> Result<JsValue, JsError> {
+        let config: SessionConfig = serde_json::from_str(config_json).map_err(|e| JsError::new(&format!("invalid_input: session config: {e}")))?;
+        let s = self.session.as_mut().ok_or_else(|| JsError::new("invalid_input: no session"))?;
+        to_js(&s.begin(config).map_err(js_err)?)
+    }
+
+    /// One challenge frame (RGBA), `t_ms` since the challenge began.
+    #[wasm_bindgen(js_name = challengeFrame)]
+    pub fn challenge_frame(&mut self, width: u32, height: u32, rgba: &[u8], t_ms: u32) -> Result<JsValue, JsError> {
+        let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
+        let s = self.session.as_mut().ok_or_else(|| JsError::new("invalid_input: no session"))?;
+        to_js(&s.push_frame(&self.pipeline, self.reference.as_ref(), &img, t_ms).map_err(js_err)?)
+    }
+
+    /// End the challenge: the signed result in its wire form (JSON string).
+    #[wasm_bindgen(js_name = finishChallenge)]
+    pub fn finish_challenge(&mut self, widget_version: &str, now_ms: f64) -> Result<String, JsError> {
+        let s = self.session.as_mut().ok_or_else(|| JsError::new("invalid_input: no session"))?;
+        let signed = s.finish(&self.pipeline, widget_version, now_ms as u64, self.reference_crop.as_ref()).map_err(js_err)?;
+        signed.to_json().map_err(js_err)
     }
 
     /// Everything the widget needs from one camera frame. `with_match` also

@@ -69,3 +69,49 @@ fn real_head_turn_is_recognised_and_a_still_frame_performs_nothing() {
     }
     let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
 }
+
+/// The device session end to end on real footage: the performer's head turn
+/// passes a TurnLeft first step, the result is signed and verifies, carries
+/// the track and a protected template, and no embedding.
+#[test]
+fn device_session_on_real_footage_signs_a_verifiable_result() {
+    use facegate::session::{DeviceSession, SessionConfig};
+    use facegate::signed::SignedResult;
+    let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
+    let id_photo = read_image_file(&clip().with_file_name("lin-manuel-miranda.png")).unwrap();
+    let reference = p.embed_largest(&id_photo).unwrap().1;
+    // a seed whose first step is the turn this footage performs
+    let seed = (0u32..).map(|i| i.to_le_bytes().repeat(4)).find(|s| facegate::challenge::steps_for_seed(s)[0] == Step::TurnLeft).unwrap();
+    let mut session = DeviceSession::new().unwrap();
+    let config = SessionConfig {
+        session_id: "sess_footage".into(),
+        nonce: "00aa11bb".into(),
+        challenge_seed: hex::encode(&seed),
+        transform_key: "cd".repeat(32),
+        match_threshold: p.calibration.threshold,
+        liveness_threshold: p.liveness.as_ref().unwrap().threshold,
+        escrow_public_key: None,
+    };
+    let steps = session.begin(config).unwrap();
+    let files = frames(4.0, 3.2, "session");
+    for (i, f) in files.iter().enumerate() {
+        let img = read_image_file(f).unwrap();
+        session.push_frame(&p, Some(&reference), &img, (i as f32 * 1000.0 / FPS) as u32).unwrap();
+    }
+    let signed = session.finish(&p, "test", 1_795_000_000_000, None).unwrap();
+    let wire = signed.to_json().unwrap();
+    let back = SignedResult::from_json(wire.as_bytes()).unwrap();
+    let r = back.verify(&session.public_key_hex()).unwrap();
+    assert_eq!(r.active_liveness.steps, steps);
+    assert_eq!(r.active_liveness.transcript.first().map(|s| s.step), Some(Step::TurnLeft), "{:?} {} {:?}", r.active_liveness.transcript, r.decision.reason, &r.active_liveness.track[..r.active_liveness.track.len().min(5)]);
+    assert!(r.active_liveness.track.len() >= 85);
+    // the clip shows the same person as the ID photo
+    assert!(r.match_score >= p.calibration.threshold, "match {}", r.match_score);
+    if steps.len() > 1 {
+        // the footage performs only the turn, so the rest of the challenge is missing
+        assert!(!r.decision.pass);
+        assert_eq!(r.decision.reason, "challenge_incomplete");
+    }
+    assert!(!wire.contains("embedding"));
+    let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
+}

@@ -79,3 +79,36 @@ test('bad input gives typed errors (in wasm)', () => {
   tampered.mobileface[100] ^= 0xff;
   assert.throws(() => new fg.FaceGate(tampered), /model_integrity/);
 });
+
+test('signing test vector: wasm gives the same bytes and signature as native', () => {
+  const vector = JSON.parse(readFileSync(path.join(root, 'tests/vectors/signed_result.json'), 'utf8'));
+  assert.equal(fg.signedResultTestVector(vector.device_seed), vector.wire);
+});
+
+test('a device session in wasm: still frames never pass the challenge; result is signed, has no embedding', () => {
+  gate.setReferenceImage(img('obama.jpg'));
+  const pk = gate.newSession();
+  assert.match(pk, /^[0-9a-f]{64}$/);
+  const config = {
+    session_id: 'sess_wasm', nonce: 'ab12', challenge_seed: '00112233445566778899aabbccddeeff',
+    transform_key: 'cd'.repeat(32), match_threshold: 0.8, liveness_threshold: 0.05,
+  };
+  const steps = gate.beginChallenge(JSON.stringify(config));
+  assert.ok(steps.length >= 2);
+  const frame = fg.decodeToRgba(img('obama2.jpg'));
+  let last;
+  for (let i = 0; i < 12; i++) last = gate.challengeFrame(frame.width, frame.height, frame.data, i * 100);
+  assert.equal(last.faces.length, 1);
+  assert.equal(last.passed.length, 0, 'a still photo performs no step');
+  assert.equal(last.complete, false);
+  const wire = gate.finishChallenge('test', Date.now());
+  const signed = JSON.parse(wire);
+  assert.equal(signed.result.device_public_key, pk);
+  assert.equal(signed.result.decision.pass, false);
+  assert.equal(signed.result.decision.reason, 'challenge_incomplete');
+  assert.ok(signed.result.match_score > 0.8, 'obama2 matches the obama ID photo');
+  assert.equal(signed.result.template.bits.length, 256);
+  assert.ok(!/embedding/.test(wire));
+  assert.equal(signed.result.evidence, undefined, 'no escrow unless the deployment asks');
+  gate.clearReference();
+});

@@ -1,0 +1,208 @@
+//! One verification session on the device: the challenge, the evidence it
+//! collects frame by frame, and the signed result at the end. The widget's
+//! worker drives it through `wasm`; native tests drive the same code with
+//! real footage.
+//!
+//! Nothing here leaves the device except what `finish` puts in the signed
+//! result: scores, the pose/eye track, model hashes, the protected template
+//! and (only when the deployment turned escrow on) sealed evidence crops.
+
+use crate::challenge::{steps_for_seed, ChallengeFailure, ChallengeProgress, Step, StepPassed, TrackSample};
+use crate::embed::Embedding;
+use crate::error::{FacegateError, Result};
+use crate::escrow::EvidencePackage;
+use crate::matching::compare;
+use crate::pipeline::{largest_report, FaceReport, Pipeline};
+use crate::signed::{ActiveLiveness, ClientDecision, DeviceKey, SignedResult, VerificationResult, PROTOCOL_VERSION};
+use crate::template::TransformKey;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// What the server hands the widget when the session starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    pub session_id: String,
+    pub nonce: String,
+    /// Hex seed of the active-liveness sequence.
+    pub challenge_seed: String,
+    /// The carrier's template transform key (hex, 32 bytes).
+    pub transform_key: String,
+    pub match_threshold: f32,
+    pub liveness_threshold: f32,
+    /// Carrier's X25519 escrow key: present only when the deployment has
+    /// evidence escrow on (and the user consented in the widget).
+    #[serde(default)]
+    pub escrow_public_key: Option<String>,
+}
+
+/// Frames whose head is within this yaw of frontal are used for matching
+/// (mesh yaw reads about 15 degrees on photos people call frontal).
+const MATCH_MAX_YAW: f32 = 22.0;
+/// Embed at most every n-th frontal frame: matching is the heaviest stage.
+const MATCH_EVERY: usize = 4;
+
+/// Per-frame feedback for the widget.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameUpdate {
+    pub faces: Vec<FaceReport>,
+    pub sample: Option<TrackSample>,
+    pub current_step: Option<Step>,
+    pub passed: Vec<StepPassed>,
+    pub failure: Option<String>,
+    pub complete: bool,
+    pub passive_liveness: Option<f32>,
+}
+
+pub struct DeviceSession {
+    key: DeviceKey,
+    config: Option<SessionConfig>,
+    seed: Vec<u8>,
+    progress: Option<ChallengeProgress>,
+    track: Vec<TrackSample>,
+    passive: Vec<f32>,
+    matches: Vec<(f32, Embedding)>,
+    frontal_frames: usize,
+    live_crop: Option<RgbImage>,
+}
+
+fn median(v: &mut [f32]) -> Option<f32> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+impl DeviceSession {
+    /// A fresh device key; its public half is registered with the server
+    /// before the server reveals the nonce and seed.
+    pub fn new() -> Result<Self> {
+        Ok(Self::with_key(DeviceKey::generate()?))
+    }
+
+    pub fn with_key(key: DeviceKey) -> Self {
+        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), frontal_frames: 0, live_crop: None }
+    }
+
+    pub fn public_key_hex(&self) -> String {
+        self.key.public_key_hex()
+    }
+
+    /// Start the challenge; returns its steps.
+    pub fn begin(&mut self, config: SessionConfig) -> Result<Vec<Step>> {
+        let seed = hex::decode(&config.challenge_seed).map_err(|e| FacegateError::InvalidInput(format!("challenge seed: {e}")))?;
+        let steps = steps_for_seed(&seed);
+        self.progress = Some(ChallengeProgress::new(steps.clone()));
+        self.seed = seed;
+        self.config = Some(config);
+        self.track.clear();
+        self.passive.clear();
+        self.matches.clear();
+        self.frontal_frames = 0;
+        Ok(steps)
+    }
+
+    /// One camera frame of the challenge, `t_ms` since the challenge began.
+    pub fn push_frame(&mut self, p: &Pipeline, reference: Option<&Embedding>, img: &RgbImage, t_ms: u32) -> Result<FrameUpdate> {
+        let progress = self.progress.as_mut().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
+        let faces = p.analyze(img)?;
+        let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None };
+        if let Some(face) = largest_report(&update.faces) {
+            let det = face.detection.clone();
+            let mesh = p.mesh(img, &det)?;
+            let sample = TrackSample { t_ms, yaw: mesh.pose.yaw, pitch: mesh.pose.pitch, left_openness: mesh.eyes.left_openness, right_openness: mesh.eyes.right_openness };
+            if update.faces.len() == 1 && !progress.is_complete() {
+                // several faces in view: nothing counts until only one is left
+                progress.push(&sample);
+                self.track.push(sample);
+            }
+            update.sample = Some(sample);
+            if let Some(l) = &p.liveness {
+                let s = l.score(img, &det)?;
+                self.passive.push(s);
+                update.passive_liveness = Some(s);
+            }
+            if let Some(reference) = reference {
+                if sample.yaw.abs() <= MATCH_MAX_YAW && update.faces.len() == 1 {
+                    if self.frontal_frames % MATCH_EVERY == 0 {
+                        let e = p.embedder.embed(img, &det.landmarks)?;
+                        let score = compare(reference, &e, &p.calibration).score;
+                        self.matches.push((score, e));
+                        if self.live_crop.is_none() {
+                            self.live_crop = Some(p.embedder.align(img, &det.landmarks));
+                        }
+                    }
+                    self.frontal_frames += 1;
+                }
+            }
+        }
+        update.current_step = progress.current_step();
+        update.passed = progress.passed.clone();
+        update.failure = progress.failure.as_ref().map(|f| f.code().to_string());
+        update.complete = progress.is_complete();
+        Ok(update)
+    }
+
+    /// Build and sign the result. `id_crop` is the aligned ID face, used
+    /// only when escrow is on.
+    pub fn finish(&mut self, p: &Pipeline, widget_version: &str, now_ms: u64, id_crop: Option<&RgbImage>) -> Result<SignedResult> {
+        let config = self.config.clone().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
+        let progress = self.progress.take().ok_or_else(|| FacegateError::InvalidInput("challenge already finished".into()))?;
+        let steps = progress.steps.clone();
+        // steps passed so far are evidence even when the challenge is incomplete
+        let transcript = progress.passed.clone();
+        let challenge: std::result::Result<Vec<StepPassed>, ChallengeFailure> = progress.finish();
+        // the median over frames: one lucky frame neither passes nor fails a session
+        let passive = median(&mut self.passive.clone()).unwrap_or(0.0);
+        let mut scores: Vec<f32> = self.matches.iter().map(|m| m.0).collect();
+        let match_score = median(&mut scores).unwrap_or(0.0);
+        let template_embedding = self
+            .matches
+            .iter()
+            .min_by(|a, b| (a.0 - match_score).abs().total_cmp(&(b.0 - match_score).abs()))
+            .map(|m| m.1.clone())
+            .ok_or_else(|| FacegateError::InvalidInput("no frontal face was matched during the challenge".into()))?;
+        let template = TransformKey::from_hex(&config.transform_key, template_embedding.0.len())?.protect(&template_embedding)?;
+        let reason = match (&challenge, passive >= config.liveness_threshold, match_score >= config.match_threshold) {
+            (Err(f), _, _) => f.code(),
+            (Ok(_), false, _) => "liveness_failed",
+            (Ok(_), true, false) => "no_match",
+            (Ok(_), true, true) => "ok",
+        };
+        let evidence = match (&config.escrow_public_key, &self.live_crop) {
+            (Some(pk), Some(live)) => {
+                let mut crops: Vec<(&str, &RgbImage)> = vec![("selfie", live)];
+                if let Some(id) = id_crop {
+                    crops.push(("id_document", id));
+                }
+                Some(EvidencePackage::new(&config.session_id, &crops, &self.track)?.seal(pk)?)
+            }
+            _ => None,
+        };
+        let result = VerificationResult {
+            version: PROTOCOL_VERSION,
+            session_id: config.session_id.clone(),
+            nonce: config.nonce.clone(),
+            issued_at_ms: now_ms,
+            match_score,
+            passive_liveness: passive,
+            active_liveness: ActiveLiveness { steps, transcript, track: self.track.clone() },
+            models: p.model_hashes.iter().cloned().collect(),
+            widget_version: widget_version.into(),
+            template,
+            decision: ClientDecision { pass: reason == "ok", reason: reason.into() },
+            device_public_key: self.key.public_key_hex(),
+            evidence,
+        };
+        // the live embeddings and crops are dropped here: the session is over
+        self.matches.clear();
+        self.live_crop = None;
+        self.key.sign(result)
+    }
+
+    /// Challenge seed in use (for tests and diagnostics).
+    pub fn seed(&self) -> &[u8] {
+        &self.seed
+    }
+}
