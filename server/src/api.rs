@@ -1,0 +1,298 @@
+//! HTTP API (axum). Every refusal is a status plus a stable reason code;
+//! the browser only ever learns the decision and a reason, never a score.
+
+use crate::db::{Db, Decision, SessionRow};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use facegate::challenge::verify_track;
+use facegate::signed::{constant_time_eq, parse_public_key, SignedResult};
+use facegate::template::StorageKey;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Signed results are a few tens of kB (track + template); escrow adds a
+/// little. Anything bigger is not a facegate request.
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub struct Config {
+    pub api_key: String,
+    pub transform_key: String,
+    pub storage_key: StorageKey,
+    pub match_threshold: f32,
+    pub liveness_threshold: f32,
+    pub session_ttl_ms: i64,
+    pub max_sessions_per_order: i64,
+    /// Model name → sha256 the server accepts (the manifest's by default).
+    pub accepted_models: BTreeMap<String, String>,
+    pub escrow_public_key: Option<String>,
+}
+
+pub struct AppState {
+    pub db: Db,
+    pub config: Config,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1, "message": self.2}))).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError(status, code, message.into())
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        // the message may hold SQL; log it, answer without it
+        tracing::error!(error = %e, "database error");
+        refuse(StatusCode::INTERNAL_SERVER_ERROR, "database_error", "storage failed")
+    }
+}
+
+/// JSON bodies are parsed strictly here rather than by axum's extractor,
+/// so that malformed JSON, unknown fields and wrong types all get our
+/// reason codes.
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| refuse(StatusCode::BAD_REQUEST, "malformed_request", e.to_string()))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::getrandom(&mut b).expect("OS random source");
+    hex::encode(b)
+}
+
+fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get("x-api-key").ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing_api_key", "X-Api-Key header required"))?;
+    if !constant_time_eq(given.as_bytes(), state.config.api_key.as_bytes()) {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "wrong_api_key", "API key not accepted"));
+    }
+    Ok(())
+}
+
+/// Identifiers chosen by the carrier: short, printable, no control characters.
+fn check_identifier(what: &'static str, v: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > 128 || v.chars().any(|c| c.is_control()) {
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("{what} must be 1-128 printable characters")));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    order_id: String,
+    subscriber_id: String,
+}
+
+fn session_config(state: &AppState, s: &SessionRow) -> Value {
+    json!({
+        "session_id": s.id,
+        "nonce": s.nonce,
+        "challenge_seed": s.challenge_seed,
+        "transform_key": state.config.transform_key,
+        "match_threshold": state.config.match_threshold,
+        "liveness_threshold": state.config.liveness_threshold,
+        "escrow_public_key": state.config.escrow_public_key,
+    })
+}
+
+async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    check_api_key(&state, &headers)?;
+    let req: CreateSession = parse(&body)?;
+    check_identifier("order_id", &req.order_id)?;
+    check_identifier("subscriber_id", &req.subscriber_id)?;
+    if state.db.sessions_for_order(&req.order_id).await? >= state.config.max_sessions_per_order {
+        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this order reached"));
+    }
+    let now = now_ms();
+    let s = SessionRow {
+        id: format!("sess_{}", random_hex(16)),
+        order_id: req.order_id,
+        subscriber_id: req.subscriber_id,
+        nonce: random_hex(32),
+        challenge_seed: random_hex(16),
+        device_key: None,
+        created_ms: now,
+        expires_ms: now + state.config.session_ttl_ms,
+        state: "open".into(),
+        decision: None,
+        reason: None,
+        duplicates: None,
+        decided_ms: None,
+    };
+    state.db.insert_session(&s).await?;
+    tracing::info!(session = %s.id, "session created");
+    let body = json!({
+        "session_id": s.id,
+        "nonce": s.nonce,
+        "challenge_seed": s.challenge_seed,
+        "expires_at_ms": s.expires_ms,
+        "policy": {"match_threshold": state.config.match_threshold, "liveness_threshold": state.config.liveness_threshold},
+        "accepted_models": state.config.accepted_models,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn load_open(state: &AppState, id: &str) -> Result<SessionRow, ApiError> {
+    let s = state.db.session(id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
+    if s.expires_ms < now_ms() {
+        return Err(refuse(StatusCode::GONE, "session_expired", "session expired"));
+    }
+    if s.state != "open" {
+        return Err(refuse(StatusCode::CONFLICT, "replayed_nonce", "this session's nonce was already used"));
+    }
+    Ok(s)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterKey {
+    public_key: String,
+}
+
+/// Called by the widget: registers its per-session device key, and gets the
+/// session configuration (nonce, challenge seed, thresholds, transform key).
+async fn register_key(State(state): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req: RegisterKey = parse(&body)?;
+    parse_public_key(&req.public_key).map_err(|e| refuse(StatusCode::BAD_REQUEST, "invalid_field", e.to_string()))?;
+    let s = load_open(&state, &id).await?;
+    if !state.db.register_device_key(&id, &req.public_key).await? {
+        return Err(refuse(StatusCode::CONFLICT, "device_key_already_registered", "this session already has a device key"));
+    }
+    Ok(Json(json!({"session_config": session_config(&state, &s)})).into_response())
+}
+
+async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let bad = |code, m: String| refuse(StatusCode::BAD_REQUEST, code, m);
+    let signed = SignedResult::from_json(&body).map_err(|e| bad(e.code(), e.to_string()))?;
+    let s = load_open(&state, &id).await?;
+    let device_key = s.device_key.clone().ok_or_else(|| refuse(StatusCode::CONFLICT, "no_device_key", "register a device key first"))?;
+    let r = signed.verify(&device_key).map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
+    if r.session_id != s.id {
+        return Err(bad("session_mismatch", "result is for another session".into()));
+    }
+    if !constant_time_eq(r.nonce.as_bytes(), s.nonce.as_bytes()) {
+        return Err(bad("wrong_nonce", "result is not bound to this session's nonce".into()));
+    }
+    for (name, sha) in &r.models {
+        if state.config.accepted_models.get(name) != Some(sha) {
+            return Err(bad("unknown_model", format!("model {name} with this sha256 is not accepted")));
+        }
+    }
+    if !["yunet_s_320", "mobileface", "facemesh"].iter().all(|m| r.models.contains_key(*m)) {
+        return Err(bad("unknown_model", "result does not name the detector, landmark and embedding models".into()));
+    }
+    for (what, v) in [("match_score", r.match_score), ("passive_liveness", r.passive_liveness)] {
+        if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+            return Err(bad("score_out_of_range", format!("{what} must be in [0,1]")));
+        }
+    }
+    let template = state.config.storage_key.seal(&r.template).map_err(|e| bad("invalid_template", e.to_string()))?;
+    if r.template.transform_key_id != facegate::template::TransformKey::from_hex(&state.config.transform_key, 1).map(|k| k.id().to_string()).unwrap_or_default() {
+        return Err(bad("invalid_template", "template was not made with this carrier's transform key".into()));
+    }
+    // the challenge evidence: the server replays the track against its own seed
+    let seed = hex::decode(&s.challenge_seed).unwrap_or_default();
+    let challenge = verify_track(&seed, &r.active_liveness.track);
+    let expected_steps = facegate::challenge::steps_for_seed(&seed);
+    if r.active_liveness.steps != expected_steps {
+        return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "challenge_mismatch", "steps do not match this session's seed"));
+    }
+    if let Ok(passed) = &challenge {
+        if passed != &r.active_liveness.transcript {
+            return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "challenge_mismatch", "transcript does not match the track"));
+        }
+    }
+    if r.decision.pass && challenge.is_err() {
+        return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "challenge_mismatch", "the track does not perform the challenge"));
+    }
+    let reason = match (&challenge, r.passive_liveness >= state.config.liveness_threshold, r.match_score >= state.config.match_threshold) {
+        (Err(f), _, _) => f.code(),
+        (Ok(_), false, _) => "liveness_failed",
+        (Ok(_), true, false) => "no_match",
+        (Ok(_), true, true) => "ok",
+    };
+    let pass = reason == "ok";
+    // duplicate check in the protected domain: one face, several subscribers
+    let mut duplicates = Vec::new();
+    if pass {
+        let cal = facegate::matching::DEFAULT_CALIBRATION;
+        for (subscriber, stored) in state.db.templates_except(&s.subscriber_id).await? {
+            let Ok(stored) = serde_json::from_str::<facegate::template::ProtectedTemplate>(&stored) else { continue };
+            if stored.compare(&template, &cal).map(|m| m.same_person).unwrap_or(false) && !duplicates.contains(&subscriber) {
+                duplicates.push(subscriber);
+            }
+        }
+    }
+    let template_json = serde_json::to_string(&template).expect("serialisable");
+    let decision = if pass { "pass" } else { "fail" };
+    let dup_json = serde_json::to_string(&duplicates).expect("serialisable");
+    let stored = state
+        .db
+        .decide(&Decision {
+            session_id: &s.id,
+            decision,
+            reason,
+            duplicates: &dup_json,
+            decided_ms: now_ms(),
+            template: pass.then_some((s.subscriber_id.as_str(), template_json.as_str())),
+        })
+        .await?;
+    if !stored {
+        return Err(refuse(StatusCode::CONFLICT, "replayed_nonce", "this session's nonce was already used"));
+    }
+    tracing::info!(session = %s.id, decision, reason, "result decided");
+    Ok(Json(json!({"decision": decision, "reason": reason})).into_response())
+}
+
+async fn get_session(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_api_key(&state, &headers)?;
+    let s = state.db.session(&id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
+    let duplicates: Value = s.duplicates.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(json!([]));
+    Ok(Json(json!({
+        "session_id": s.id,
+        "order_id": s.order_id,
+        "subscriber_id": s.subscriber_id,
+        "state": s.state,
+        "decision": s.decision,
+        "reason": s.reason,
+        "possible_duplicates": duplicates,
+        "created_ms": s.created_ms,
+        "expires_ms": s.expires_ms,
+        "decided_ms": s.decided_ms,
+    }))
+    .into_response())
+}
+
+/// Revocation: delete every protected template of a subscriber.
+async fn revoke(State(state): State<Shared>, headers: HeaderMap, Path(subscriber): Path<String>) -> Result<Response, ApiError> {
+    check_api_key(&state, &headers)?;
+    let n = state.db.delete_templates(&subscriber).await?;
+    Ok(Json(json!({"deleted_templates": n})).into_response())
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/sessions/{id}/device-key", post(register_key))
+        .route("/v1/sessions/{id}/result", post(submit_result))
+        .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
