@@ -32,19 +32,35 @@ const OPEN: f32 = 0.6;
 /// A turn must reach this many degrees of yaw away from the starting pose.
 const TURN_DEG: f32 = 20.0;
 
-/// A blink: eyes open, then both closed, then open again.
-pub fn blinked(track: &[TrackSample]) -> bool {
-    let mut state = 0; // 0 waiting for open, 1 open seen, 2 closed seen
-    for s in track {
+/// A blink recogniser fed one frame at a time: eyes open, then both closed,
+/// then open again.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlinkDetector {
+    /// 0 waiting for open, 1 open seen, 2 closed seen.
+    state: u8,
+}
+
+impl BlinkDetector {
+    /// Feed a frame; true on the frame that completes a blink.
+    fn push(&mut self, s: &TrackSample) -> bool {
         let eyes = (s.left_openness + s.right_openness) / 2.0;
-        state = match state {
-            0 if eyes > OPEN => 1,
-            1 if eyes < CLOSED => 2,
-            2 if eyes > OPEN => return true,
-            other => other,
-        };
+        match self.state {
+            0 if eyes > OPEN => self.state = 1,
+            1 if eyes < CLOSED => self.state = 2,
+            2 if eyes > OPEN => {
+                self.state = 0;
+                return true;
+            }
+            _ => {}
+        }
+        false
     }
-    false
+}
+
+/// A blink anywhere in the track.
+pub fn blinked(track: &[TrackSample]) -> bool {
+    let mut blink = BlinkDetector::default();
+    track.iter().any(|s| blink.push(s))
 }
 
 /// A head turn towards the image's left (negative yaw) or right, relative to
@@ -154,14 +170,14 @@ pub struct ChallengeProgress {
     #[serde(skip)]
     waiting_for_return: bool,
     #[serde(skip)]
-    blink_state: u8,
+    blink: BlinkDetector,
     #[serde(skip)]
     last_t_ms: Option<u32>,
 }
 
 impl ChallengeProgress {
     pub fn new(steps: Vec<Step>) -> Self {
-        ChallengeProgress { steps, passed: Vec::new(), failure: None, baseline: Vec::new(), step_started_ms: None, waiting_for_return: false, blink_state: 0, last_t_ms: None }
+        ChallengeProgress { steps, passed: Vec::new(), failure: None, baseline: Vec::new(), step_started_ms: None, waiting_for_return: false, blink: BlinkDetector::default(), last_t_ms: None }
     }
 
     pub fn current_step(&self) -> Option<Step> {
@@ -214,23 +230,14 @@ impl ChallengeProgress {
             }
             self.waiting_for_return = false;
         }
-        let eyes = (s.left_openness + s.right_openness) / 2.0;
         let done = match step {
-            Step::Blink => {
-                self.blink_state = match self.blink_state {
-                    0 if eyes > OPEN => 1,
-                    1 if eyes < CLOSED => 2,
-                    2 if eyes > OPEN => 3,
-                    other => other,
-                };
-                self.blink_state == 3
-            }
+            Step::Blink => self.blink.push(s),
             turn => turn_reached(from_baseline, turn),
         };
         if done {
             self.passed.push(StepPassed { step, passed_ms: s.t_ms });
             self.step_started_ms = Some(s.t_ms);
-            self.blink_state = 0;
+            self.blink = BlinkDetector::default();
             self.waiting_for_return = step != Step::Blink;
         }
     }

@@ -54,6 +54,24 @@ pub struct FrameUpdate {
     pub passive_liveness: Option<f32>,
 }
 
+/// The policy, one place for the device and the server: the challenge must
+/// be performed, then passive liveness and the match must reach their
+/// thresholds. Returns the reason code; "ok" means pass.
+pub fn decision_reason(
+    challenge: &std::result::Result<Vec<StepPassed>, ChallengeFailure>,
+    passive_liveness: f32,
+    match_score: f32,
+    liveness_threshold: f32,
+    match_threshold: f32,
+) -> &'static str {
+    match challenge {
+        Err(f) => f.code(),
+        Ok(_) if passive_liveness < liveness_threshold => "liveness_failed",
+        Ok(_) if match_score < match_threshold => "no_match",
+        Ok(_) => "ok",
+    }
+}
+
 pub struct DeviceSession {
     key: DeviceKey,
     config: Option<SessionConfig>,
@@ -126,11 +144,12 @@ impl DeviceSession {
             if let Some(reference) = reference {
                 if sample.yaw.abs() <= MATCH_MAX_YAW && update.faces.len() == 1 {
                     if self.frontal_frames % MATCH_EVERY == 0 {
-                        let e = p.embedder.embed(img, &det.landmarks)?;
+                        let crop = p.embedder.align(img, &det.landmarks);
+                        let e = p.embedder.embed_aligned(&crop)?;
                         let score = compare(reference, &e, &p.calibration).score;
                         self.matches.push((score, e));
                         if self.live_crop.is_none() {
-                            self.live_crop = Some(p.embedder.align(img, &det.landmarks));
+                            self.live_crop = Some(crop);
                         }
                     }
                     self.frontal_frames += 1;
@@ -164,12 +183,7 @@ impl DeviceSession {
             .map(|m| m.1.clone())
             .ok_or_else(|| FacegateError::InvalidInput("no frontal face was matched during the challenge".into()))?;
         let template = TransformKey::from_hex(&config.transform_key, template_embedding.0.len())?.protect(&template_embedding)?;
-        let reason = match (&challenge, passive >= config.liveness_threshold, match_score >= config.match_threshold) {
-            (Err(f), _, _) => f.code(),
-            (Ok(_), false, _) => "liveness_failed",
-            (Ok(_), true, false) => "no_match",
-            (Ok(_), true, true) => "ok",
-        };
+        let reason = decision_reason(&challenge, passive, match_score, config.liveness_threshold, config.match_threshold);
         let evidence = match (&config.escrow_public_key, &self.live_crop) {
             (Some(pk), Some(live)) => {
                 let mut crops: Vec<(&str, &RgbImage)> = vec![("selfie", live)];

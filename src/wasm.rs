@@ -133,8 +133,9 @@ impl FaceGate {
     fn set_reference(&mut self, img: &RgbImage) -> Result<JsValue, JsError> {
         let faces = self.pipeline.analyze(img).map_err(js_err)?;
         let face = crate::pipeline::largest_report(&faces).ok_or_else(|| js_err(FacegateError::NoFace))?;
-        self.reference = Some(self.pipeline.embedder.embed(img, &face.detection.landmarks).map_err(js_err)?);
-        self.reference_crop = Some(self.pipeline.embedder.align(img, &face.detection.landmarks));
+        let crop = self.pipeline.embedder.align(img, &face.detection.landmarks);
+        self.reference = Some(self.pipeline.embedder.embed_aligned(&crop).map_err(js_err)?);
+        self.reference_crop = Some(crop);
         to_js(face)
     }
 

@@ -22,6 +22,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub struct Config {
     pub api_key: String,
     pub transform_key: String,
+    /// Public id of `transform_key`, which device templates must carry.
+    pub transform_key_id: String,
     pub storage_key: StorageKey,
     pub match_threshold: f32,
     pub liveness_threshold: f32,
@@ -194,7 +196,8 @@ async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body
             return Err(bad("unknown_model", format!("model {name} with this sha256 is not accepted")));
         }
     }
-    if !["yunet_s_320", "mobileface", "facemesh"].iter().all(|m| r.models.contains_key(*m)) {
+    let required = [facegate::pipeline::DEFAULT_DETECTOR, facegate::embed::DEFAULT_EMBEDDER, facegate::pipeline::DEFAULT_LANDMARKER];
+    if !required.iter().all(|m| r.models.contains_key(*m)) {
         return Err(bad("unknown_model", "result does not name the detector, landmark and embedding models".into()));
     }
     for (what, v) in [("match_score", r.match_score), ("passive_liveness", r.passive_liveness)] {
@@ -202,10 +205,10 @@ async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body
             return Err(bad("score_out_of_range", format!("{what} must be in [0,1]")));
         }
     }
-    let template = state.config.storage_key.seal(&r.template).map_err(|e| bad("invalid_template", e.to_string()))?;
-    if r.template.transform_key_id != facegate::template::TransformKey::from_hex(&state.config.transform_key, 1).map(|k| k.id().to_string()).unwrap_or_default() {
+    if r.template.transform_key_id != state.config.transform_key_id {
         return Err(bad("invalid_template", "template was not made with this carrier's transform key".into()));
     }
+    let template = state.config.storage_key.seal(&r.template).map_err(|e| bad("invalid_template", e.to_string()))?;
     // the challenge evidence: the server replays the track against its own seed
     let seed = hex::decode(&s.challenge_seed).unwrap_or_default();
     let challenge = verify_track(&seed, &r.active_liveness.track);
@@ -221,12 +224,8 @@ async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body
     if r.decision.pass && challenge.is_err() {
         return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "challenge_mismatch", "the track does not perform the challenge"));
     }
-    let reason = match (&challenge, r.passive_liveness >= state.config.liveness_threshold, r.match_score >= state.config.match_threshold) {
-        (Err(f), _, _) => f.code(),
-        (Ok(_), false, _) => "liveness_failed",
-        (Ok(_), true, false) => "no_match",
-        (Ok(_), true, true) => "ok",
-    };
+    let cfg = &state.config;
+    let reason = facegate::session::decision_reason(&challenge, r.passive_liveness, r.match_score, cfg.liveness_threshold, cfg.match_threshold);
     let pass = reason == "ok";
     // duplicate check in the protected domain: one face, several subscribers
     let mut duplicates = Vec::new();

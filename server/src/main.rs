@@ -55,11 +55,13 @@ async fn run(args: Args) -> Result<(), String> {
         Err(_) => db.setting("storage_key", || api::random_hex(32)).await.map_err(|e| e.to_string())?,
     };
     let storage_key = facegate::template::StorageKey::from_hex(&storage_hex).map_err(|e| e.to_string())?;
-    facegate::template::TransformKey::from_hex(&transform_key, 1).map_err(|e| e.to_string())?;
+    // the id only depends on the key, not on the projection's dimension
+    let transform_key_id = facegate::template::TransformKey::from_hex(&transform_key, 1).map_err(|e| e.to_string())?.id().to_string();
     let accepted_models = facegate::manifest::manifest().models.into_iter().map(|m| (m.name, m.sha256)).collect();
     let config = api::Config {
         api_key,
         transform_key,
+        transform_key_id,
         storage_key,
         match_threshold: args.match_threshold,
         liveness_threshold: args.liveness_threshold,
