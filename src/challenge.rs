@@ -21,8 +21,25 @@ pub struct TrackSample {
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Blink,
+    /// The user turns their head to their own left (what the instruction
+    /// says and what a mirrored selfie preview shows as "left").
     TurnLeft,
     TurnRight,
+}
+
+impl Step {
+    /// Sign of the yaw change a turn produces. Turns are named from the
+    /// user's point of view: turning to one's own left points the nose
+    /// towards the camera image's right, which is positive yaw
+    /// (`landmarks::HeadPose`). Checked on real footage in
+    /// tests/challenge_footage.rs.
+    pub fn yaw_direction(self) -> f32 {
+        match self {
+            Step::TurnLeft => 1.0,
+            Step::TurnRight => -1.0,
+            Step::Blink => 0.0,
+        }
+    }
 }
 
 /// Eyes count as closed below this openness and open above the second value;
@@ -63,19 +80,15 @@ pub fn blinked(track: &[TrackSample]) -> bool {
     track.iter().any(|s| blink.push(s))
 }
 
-/// A head turn towards the image's left (negative yaw) or right, relative to
-/// the first frame's yaw.
+/// A head turn to the user's own left or right, relative to the first
+/// frame's yaw.
 pub fn turned(track: &[TrackSample], step: Step) -> bool {
     let Some(first) = track.first() else { return false };
     track.iter().any(|s| turn_reached(s.yaw - first.yaw, step))
 }
 
 fn turn_reached(yaw_from_baseline: f32, step: Step) -> bool {
-    match step {
-        Step::TurnLeft => yaw_from_baseline <= -TURN_DEG,
-        Step::TurnRight => yaw_from_baseline >= TURN_DEG,
-        Step::Blink => false,
-    }
+    step.yaw_direction() != 0.0 && yaw_from_baseline * step.yaw_direction() >= TURN_DEG
 }
 
 pub fn performed(track: &[TrackSample], step: Step) -> bool {
@@ -295,7 +308,8 @@ mod tests {
         assert!(blinked(&blink));
         let half = [sample(0, 0.0, 0.9), sample(33, 0.0, 0.5), sample(66, 0.0, 0.9)];
         assert!(!blinked(&half), "a half-closed squint is not a blink");
-        let right: Vec<_> = (0..10).map(|i| sample(i * 33, i as f32 * 3.0, 0.9)).collect();
+        // the user's right: yaw decreases (nose towards the image's left)
+        let right: Vec<_> = (0..10).map(|i| sample(i * 33, i as f32 * -3.0, 0.9)).collect();
         assert!(turned(&right, Step::TurnRight) && !turned(&right, Step::TurnLeft));
     }
 
@@ -327,8 +341,7 @@ mod tests {
             for i in 0..15 {
                 let (yaw, eyes) = match step {
                     Step::Blink => (0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
-                    Step::TurnLeft => (-30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
-                    Step::TurnRight => (30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
+                    turn => (30.0 * turn.yaw_direction() * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
                 };
                 frame(yaw, eyes, &mut track);
             }

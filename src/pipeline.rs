@@ -43,6 +43,21 @@ impl Default for PipelineOptions {
     }
 }
 
+impl PipelineOptions {
+    /// Manifest names of every model these options load, in load order (the
+    /// widget downloads exactly these).
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names = vec![self.detector.clone(), self.embedder.clone()];
+        if self.liveness {
+            names.extend(LIVENESS_MODELS.iter().map(|(n, _)| n.to_string()));
+        }
+        if self.landmarks {
+            names.push(DEFAULT_LANDMARKER.to_string());
+        }
+        names
+    }
+}
+
 pub struct Pipeline {
     pub detector: FaceDetector,
     pub embedder: Embedder,

@@ -28,6 +28,12 @@ pub fn manifest_json() -> String {
     crate::manifest::MANIFEST_JSON.to_string()
 }
 
+/// Manifest names of the models `new FaceGate(models)` needs.
+#[wasm_bindgen(js_name = requiredModels)]
+pub fn required_models() -> Vec<String> {
+    PipelineOptions::default().model_names()
+}
+
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::manifest::sha256_hex(bytes)
@@ -224,4 +230,13 @@ impl FaceGate {
         }
         Ok(report)
     }
+}
+
+/// A QR code (SVG markup) for the phone hand-off link shown when this device
+/// has no camera. Made on the device, so the one-time link never goes to a
+/// third-party QR service.
+#[wasm_bindgen(js_name = qrSvg)]
+pub fn qr_svg(text: &str) -> Result<String, JsError> {
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| JsError::new(&format!("invalid_input: {e}")))?;
+    Ok(code.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).quiet_zone(true).build())
 }

@@ -116,16 +116,30 @@ fn session_config(state: &AppState, s: &SessionRow) -> Value {
 async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
     check_api_key(&state, &headers)?;
     let req: CreateSession = parse(&body)?;
-    check_identifier("order_id", &req.order_id)?;
-    check_identifier("subscriber_id", &req.subscriber_id)?;
-    if state.db.sessions_for_order(&req.order_id).await? >= state.config.max_sessions_per_order {
+    let s = open_session(&state, req.order_id, req.subscriber_id).await?;
+    let body = json!({
+        "session_id": s.id,
+        "nonce": s.nonce,
+        "challenge_seed": s.challenge_seed,
+        "expires_at_ms": s.expires_ms,
+        "policy": {"match_threshold": state.config.match_threshold, "liveness_threshold": state.config.liveness_threshold},
+        "accepted_models": state.config.accepted_models,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A new session for an order, within the per-order attempt limit.
+async fn open_session(state: &AppState, order_id: String, subscriber_id: String) -> Result<SessionRow, ApiError> {
+    check_identifier("order_id", &order_id)?;
+    check_identifier("subscriber_id", &subscriber_id)?;
+    if state.db.sessions_for_order(&order_id).await? >= state.config.max_sessions_per_order {
         return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this order reached"));
     }
     let now = now_ms();
     let s = SessionRow {
         id: format!("sess_{}", random_hex(16)),
-        order_id: req.order_id,
-        subscriber_id: req.subscriber_id,
+        order_id,
+        subscriber_id,
         nonce: random_hex(32),
         challenge_seed: random_hex(16),
         device_key: None,
@@ -139,15 +153,7 @@ async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: a
     };
     state.db.insert_session(&s).await?;
     tracing::info!(session = %s.id, "session created");
-    let body = json!({
-        "session_id": s.id,
-        "nonce": s.nonce,
-        "challenge_seed": s.challenge_seed,
-        "expires_at_ms": s.expires_ms,
-        "policy": {"match_threshold": state.config.match_threshold, "liveness_threshold": state.config.liveness_threshold},
-        "accepted_models": state.config.accepted_models,
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok(s)
 }
 
 async fn load_open(state: &AppState, id: &str) -> Result<SessionRow, ApiError> {
@@ -261,9 +267,13 @@ async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body
 
 async fn get_session(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     check_api_key(&state, &headers)?;
-    let s = state.db.session(&id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
+    Ok(Json(decision_record(&state, &id).await?).into_response())
+}
+
+async fn decision_record(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    let s = state.db.session(id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
     let duplicates: Value = s.duplicates.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(json!([]));
-    Ok(Json(json!({
+    Ok(json!({
         "session_id": s.id,
         "order_id": s.order_id,
         "subscriber_id": s.subscriber_id,
@@ -275,7 +285,6 @@ async fn get_session(State(state): State<Shared>, headers: HeaderMap, Path(id): 
         "expires_ms": s.expires_ms,
         "decided_ms": s.decided_ms,
     }))
-    .into_response())
 }
 
 /// Revocation: delete every protected template of a subscriber.
@@ -285,13 +294,44 @@ async fn revoke(State(state): State<Shared>, headers: HeaderMap, Path(subscriber
     Ok(Json(json!({"deleted_templates": n})).into_response())
 }
 
-pub fn router(state: Shared) -> Router {
-    Router::new()
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoOrder {
+    plan: String,
+}
+
+/// Demo only (`--demo`): plays the carrier's back end for the demo SIM-order
+/// page, which must not hold the API key. A real carrier calls
+/// `POST /v1/sessions` from its own server instead.
+async fn demo_order(State(state): State<Shared>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req: DemoOrder = parse(&body)?;
+    check_identifier("plan", &req.plan)?;
+    let order_id = format!("demo-order-{}", random_hex(8));
+    let s = open_session(&state, order_id.clone(), format!("demo-subscriber-{}", random_hex(8))).await?;
+    Ok((StatusCode::CREATED, Json(json!({"order_id": order_id, "session_id": s.id, "plan": req.plan}))).into_response())
+}
+
+/// Demo only: the order system's view of a session's decision.
+async fn demo_order_status(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let record = decision_record(&state, &id).await?;
+    Ok(Json(json!({"decision": record["decision"], "reason": record["reason"], "possible_duplicates": record["possible_duplicates"]})).into_response())
+}
+
+/// The API, plus (when configured) the demo back-end routes and the static
+/// widget files. `.br` siblings written by the build are served to browsers
+/// that accept brotli.
+pub fn router(state: Shared, www: Option<&std::path::Path>, demo: bool) -> Router {
+    let mut app = Router::new()
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/device-key", post(register_key))
         .route("/v1/sessions/{id}/result", post(submit_result))
-        .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke));
+    if demo {
+        app = app.route("/demo/orders", post(demo_order)).route("/demo/orders/{id}", get(demo_order_status));
+    }
+    if let Some(dir) = www {
+        app = app.fallback_service(tower_http::services::ServeDir::new(dir).precompressed_br());
+    }
+    app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }

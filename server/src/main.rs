@@ -27,6 +27,13 @@ struct Args {
     /// Session lifetime in seconds.
     #[arg(long, env = "FACEGATE_SESSION_TTL", default_value_t = 600)]
     session_ttl: i64,
+    /// Directory of the built widget and demo page to serve at `/`
+    /// (`cargo xtask demo` builds it into target/www).
+    #[arg(long, env = "FACEGATE_WWW")]
+    www: Option<std::path::PathBuf>,
+    /// Also serve the demo SIM-order back end (`/demo/orders`): never in production.
+    #[arg(long, env = "FACEGATE_DEMO")]
+    demo: bool,
 }
 
 #[tokio::main]
@@ -73,5 +80,5 @@ async fn run(args: Args) -> Result<(), String> {
     let state = Arc::new(api::AppState { db, config });
     let listener = tokio::net::TcpListener::bind(&args.addr).await.map_err(|e| format!("bind {}: {e}", args.addr))?;
     tracing::info!(addr = %args.addr, "listening");
-    axum::serve(listener, api::router(state)).await.map_err(|e| e.to_string())
+    axum::serve(listener, api::router(state, args.www.as_deref(), args.demo)).await.map_err(|e| e.to_string())
 }

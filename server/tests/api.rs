@@ -123,8 +123,7 @@ fn act(steps: &[Step]) -> Vec<TrackSample> {
             let bump = 30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0);
             match step {
                 Step::Blink => push(0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
-                Step::TurnLeft => push(-bump, 0.9),
-                Step::TurnRight => push(bump, 0.9),
+                turn => push(bump * turn.yaw_direction(), 0.9),
             }
         }
     }

@@ -4,6 +4,8 @@
 //! - `demo`: build everything and run the demo.
 //! - `bench`: native per-stage timings.
 //! - `build-wasm [web|nodejs]`: the wasm package (wasm-bindgen, wasm-opt).
+//! - `build-www`: the servable widget + demo page in target/www (wasm,
+//!   models, brotli siblings) and its size report.
 //! - `fetch-models`: download upstream model files missing from ../shared.
 //! - `setup`: only the installation part of `test`.
 
@@ -57,7 +59,9 @@ fn setup() -> Result<(), String> {
     }
     // Debian packages the tests drive for real: node (wasm under Node),
     // ffmpeg (real footage into frames and fake-camera y4m).
-    let missing: Vec<&str> = [("node", "nodejs"), ("ffmpeg", "ffmpeg")]
+    // chromium: the widget's end-to-end tests (driven by playwright-core,
+    // which never downloads a browser of its own).
+    let missing: Vec<&str> = [("node", "nodejs"), ("npm", "npm"), ("ffmpeg", "ffmpeg"), ("chromium", "chromium"), ("chromedriver", "chromium-driver")]
         .into_iter()
         .filter(|(program, _)| have(program, "-version").is_none() && have(program, "--version").is_none())
         .map(|(_, package)| package)
@@ -139,22 +143,122 @@ fn test() -> Result<(), String> {
     let pkg = root().join("target/wasm-node");
     build_wasm("nodejs", &pkg)?;
     run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))?;
+    // the widget in headless Chromium, served by the real server binary
+    build_www()?;
+    let browser_tests = root().join("tests/browser");
+    run(Command::new("npm").current_dir(&browser_tests).args(["ci", "--no-audit", "--no-fund"]))?;
+    run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))?;
     Ok(())
 }
 
+/// Where `build-www` puts the servable site.
+fn www_dist() -> PathBuf {
+    root().join("target/www")
+}
+
+/// The widget and demo as the server serves them: www/ sources, the wasm
+/// package (web target) and the model files the pipeline loads, each with a
+/// brotli sibling (`.br`) the server sends to browsers that accept it.
+/// Prints the first-visit size report and writes it to target/www/sizes.json.
+fn build_www() -> Result<(), String> {
+    let dist = www_dist();
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::create_dir_all(dist.join("models")).map_err(|e| e.to_string())?;
+    build_wasm("web", &dist.join("pkg"))?;
+    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {}: {e}", from.display()));
+    for entry in std::fs::read_dir(root().join("www")).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_file() {
+            copy(&path, &dist.join(path.file_name().unwrap()))?;
+        }
+    }
+    let manifest = facegate::manifest::manifest();
+    for name in facegate::pipeline::PipelineOptions::default().model_names() {
+        let entry = manifest.models.iter().find(|m| m.name == name).ok_or(format!("model {name} not in manifest"))?;
+        let file = facegate::manifest::locate(entry).ok_or(format!("model file {} missing (run cargo xtask fetch-models)", entry.file))?;
+        copy(&file, &dist.join("models").join(&entry.file))?;
+    }
+    // compress everything a first visit downloads, and report it
+    let mut rows = Vec::new();
+    let mut files = Vec::new();
+    collect_files(&dist, &mut files);
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|e| e.to_string())?;
+        let br = brotli_bytes(&bytes);
+        std::fs::write(with_suffix(&f, ".br"), &br).map_err(|e| e.to_string())?;
+        let gz = gzip_len(&bytes);
+        let rel = f.strip_prefix(&dist).unwrap().to_string_lossy().to_string();
+        rows.push((rel, bytes.len(), gz, br.len()));
+    }
+    let group = |pred: &dyn Fn(&str) -> bool| rows.iter().filter(|r| pred(&r.0)).fold((0, 0, 0), |a, r| (a.0 + r.1, a.1 + r.2, a.2 + r.3));
+    let wasm = group(&|n| n.ends_with(".wasm"));
+    let models = group(&|n| n.starts_with("models/"));
+    let js = group(&|n| n.ends_with(".js"));
+    let total = (wasm.0 + models.0 + js.0, wasm.1 + models.1 + js.1, wasm.2 + models.2 + js.2);
+    let mb = |n: usize| format!("{:.2}", n as f64 / 1e6);
+    println!("{:<28}{:>10}{:>10}{:>10}", "first visit (MB)", "raw", "gzip", "brotli");
+    for (name, g) in [("wasm", wasm), ("models", models), ("javascript", js), ("total", total)] {
+        println!("{:<28}{:>10}{:>10}{:>10}", name, mb(g.0), mb(g.1), mb(g.2));
+    }
+    let as_json = |g: (usize, usize, usize)| serde_json::json!({"raw": g.0, "gzip": g.1, "brotli": g.2});
+    let report = serde_json::json!({
+        "wasm": as_json(wasm), "models": as_json(models), "javascript": as_json(js), "total": as_json(total),
+        "files": rows.iter().map(|r| serde_json::json!({"file": r.0, "raw": r.1, "gzip": r.2, "brotli": r.3})).collect::<Vec<_>>(),
+    });
+    std::fs::write(dist.join("sizes.json"), serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else if !p.to_string_lossy().ends_with(".br") && p.file_name().is_some_and(|n| n != "sizes.json") {
+            out.push(p);
+        }
+    }
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn brotli_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams { quality: 11, lgwin: 22, ..Default::default() };
+    brotli::BrotliCompress(&mut &bytes[..], &mut out, &params).expect("in-memory compression");
+    out
+}
+
+fn gzip_len(bytes: &[u8]) -> usize {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).expect("in-memory compression");
+    e.finish().expect("in-memory compression").len()
+}
+
+/// Builds everything and serves the demo SIM-order page with the widget and
+/// the carrier server on FACEGATE_ADDR (default 127.0.0.1:8080), until
+/// interrupted.
 fn demo() -> Result<(), String> {
     setup()?;
-    run(cargo().args(["build", "--release", "--bin", "facegate"]))?;
-    build_wasm("web", &root().join("www/pkg"))?;
-    // The widget and the carrier server are not built yet (see the issues);
-    // until then the demo runs the pipeline on the sample photos.
-    let bin = root().join("target/release/facegate");
-    let faces = root().join("../shared/data/faces");
-    run(Command::new(&bin).arg("detect").arg(faces.join("two_people.jpg")))?;
-    run(Command::new(&bin).arg("compare").arg(faces.join("obama.jpg")).arg(faces.join("obama2.jpg")))?;
-    run(Command::new(&bin).arg("compare").arg(faces.join("obama.jpg")).arg(faces.join("biden.jpg")))?;
-    run(Command::new(&bin).arg("liveness").arg(faces.join("obama.jpg")))?;
-    Ok(())
+    run(cargo().args(["build", "--release", "--bin", "facegate", "--bin", "facegate-server"]))?;
+    build_www()?;
+    let addr = std::env::var("FACEGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let data = root().join("target/demo");
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let mut server = Command::new(root().join("target/release/facegate-server"));
+    server.args(["--addr", &addr, "--demo", "--www"]).arg(www_dist()).arg("--db").arg(data.join("facegate.db"));
+    if std::env::var("FACEGATE_API_KEY").is_err() {
+        // the demo's order page never uses the API key; a carrier back end would
+        server.env("FACEGATE_API_KEY", "demo-api-key-not-for-production");
+    }
+    println!("facegate demo: open http://{addr}/ (Ctrl-C stops it)");
+    run(&mut server)
 }
 
 /// Native per-stage timings: median of `n` runs after warm-up.
@@ -211,12 +315,13 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("setup") => setup(),
         Some("fetch-models") => fetch_models(),
+        Some("build-www") => build_www(),
         Some("build-wasm") => {
             let target = args.get(1).map(String::as_str).unwrap_or("web");
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench|build-wasm [web|nodejs]|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,179 @@
+// The widget end to end in Debian's headless Chromium: the real server,
+// the real wasm pipeline in the Web Worker, a fake camera playing real
+// footage. Run by `cargo xtask test` after `cargo xtask build-www`.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, readFileSync, writeFileSync, rmSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { startServer, startFixtureHost, y4m, launch, widgetState, recordWidget, privacyViolations, tempDir, faces, www } from './harness.mjs';
+
+// Long enough for a slow CI machine: model load + selfie + up to three
+// 10-second challenge steps + submission.
+const FLOW_MS = 150000;
+
+let server;
+let fixtures;
+let dir;
+let clip;
+let still;
+
+before(() => {
+  dir = tempDir('browser');
+  // 4.0-7.2 s of the clip: one performer facing the camera turns his head
+  // and back (looped by Chromium's fake camera).
+  clip = y4m(dir, 'clip', { input: path.join(faces, 'short_hamilton_clip.mp4'), start: 4.0, duration: 3.2, width: 640, height: 360 });
+  // the ID photo itself held up to the camera: a perfect match, no life
+  still = y4m(dir, 'still', { input: path.join(faces, 'lin-manuel-miranda.png'), still: true, width: 640, height: 480 });
+});
+
+before(async () => {
+  server = await startServer();
+  fixtures = await startFixtureHost();
+});
+
+after(async () => {
+  await server?.stop();
+  await fixtures?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const demoUrl = (origin, idImage) => `${origin}/?autostart=1&id=${encodeURIComponent(fixtures.url(idImage))}`;
+
+async function sessionRecord(sessionId) {
+  const r = await fetch(`${server.origin}/v1/sessions/${sessionId}`, { headers: { 'x-api-key': server.apiKey } });
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+test('real face footage: detected and tracked through the worker, the server decides, and no pixel or embedding leaves the page', { timeout: FLOW_MS + 30000 }, async () => {
+  const { browser, page, requests, consoleLines } = await launch({ video: clip });
+  try {
+    await recordWidget(page);
+    await page.goto(demoUrl(server.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['done', 'error'], FLOW_MS);
+    const seen = await page.evaluate(() => window.__facegate);
+    assert.equal(end.state, 'done', `ended in ${end.state} (${end.error}): ${end.status}\n${consoleLines.join('\n')}`);
+    assert.deepEqual(seen.states.slice(0, 4), ['loading', 'id-capture', 'selfie', 'challenge']);
+    assert.ok(['pass', 'fail'].includes(end.result), JSON.stringify(end));
+    assert.ok(end.frames >= 20, `only ${end.frames} frames went through the worker`);
+
+    // what the server received: the signed result with the live track
+    const { result: wire, answer } = seen.result;
+    const r = wire.result;
+    assert.equal(answer.decision, end.result);
+    assert.equal(answer.reason, end.reason);
+    assert.ok(r.active_liveness.track.length >= 15, `face tracked in ${r.active_liveness.track.length} frames`);
+    const yaws = r.active_liveness.track.map((s) => s.yaw);
+    assert.ok(Math.max(...yaws) - Math.min(...yaws) > 20, `the real head turn shows in the track: yaw ${Math.min(...yaws)}..${Math.max(...yaws)}`);
+    // the footage shows the person on the ID photo
+    assert.ok(r.match_score >= 0.8, `match ${r.match_score}`);
+    // the order system's record agrees with what the widget shows
+    const record = await sessionRecord(r.session_id);
+    assert.equal(record.decision, end.result);
+    assert.equal(record.reason, end.reason);
+    assert.equal(await page.locator('#outcome').getAttribute('data-decision'), end.result);
+
+    // privacy: every request body of the whole flow
+    const posts = requests.filter((q) => q.body && q.body.length);
+    assert.ok(posts.some((q) => q.url.endsWith('/result')), 'the result was posted');
+    const problems = posts.flatMap(privacyViolations);
+    assert.deepEqual(problems, []);
+    // the ID picture was fetched (by URL), never uploaded
+    assert.ok(!requests.some((q) => q.method !== 'GET' && q.url.includes('lin-manuel-miranda')));
+    // nor logged by the server
+    const logs = server.logs.join('');
+    assert.ok(!logs.includes(r.template.bits), 'the template is not in the server log');
+    assert.ok(!/"match_score"|"track"/.test(logs), 'scores and tracks are not in the server log');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a still photograph as the camera never passes the active challenge', { timeout: FLOW_MS + 30000 }, async () => {
+  const { browser, page, consoleLines } = await launch({ video: still });
+  try {
+    await recordWidget(page);
+    await page.goto(demoUrl(server.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['done', 'error'], FLOW_MS);
+    assert.equal(end.state, 'done', `ended in ${end.state} (${end.error}): ${end.status}\n${consoleLines.join('\n')}`);
+    assert.equal(end.result, 'fail');
+    assert.match(end.reason, /^challenge_(timeout|incomplete)$|^implausible_track$/);
+    const seen = await page.evaluate(() => window.__facegate);
+    const r = seen.result.result.result;
+    // the photo is of the ID's owner: only liveness can stop it
+    assert.ok(r.match_score >= 0.8, `match ${r.match_score}`);
+    assert.ok(r.active_liveness.transcript.length < r.active_liveness.steps.length);
+    assert.match(end.status, /Not verified/);
+    assert.equal((await sessionRecord(r.session_id)).decision, 'fail');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('camera permission denied: the widget says so and offers a retry', { timeout: 90000 }, async () => {
+  const { browser, page } = await launch({ video: clip, camera: 'deny' });
+  try {
+    await page.goto(demoUrl(server.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['error', 'done'], 60000);
+    assert.equal(end.state, 'error');
+    assert.equal(end.error, 'camera_denied');
+    assert.match(end.status, /Camera access was blocked/);
+    assert.match(end.body, /Try again/);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('no camera at all: hand-off to a phone with a QR code of a link to the same session', { timeout: 90000 }, async () => {
+  const { browser, page } = await launch({ camera: 'none' });
+  try {
+    await page.goto(demoUrl(server.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['error', 'done'], 60000);
+    assert.equal(end.error, 'no_camera', end.status);
+    assert.match(end.status, /no camera/i);
+    assert.match(end.body, /<svg/);
+    const session = await page.locator('face-verify').getAttribute('session');
+    assert.match(end.body, new RegExp(`session=${session}`));
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a tampered model file is refused with its message', { timeout: 90000 }, async () => {
+  // a copy of the site with one byte of the landmark model flipped (and no
+  // precompressed sibling, so the tampered bytes are what is served)
+  const site = path.join(dir, 'tampered-site');
+  cpSync(www, site, { recursive: true });
+  const model = path.join(site, 'models', readdirSync(path.join(site, 'models')).find((f) => f.startsWith('facemesh') && f.endsWith('.onnx')));
+  const bytes = readFileSync(model);
+  bytes[bytes.length >> 1] ^= 0x40;
+  writeFileSync(model, bytes);
+  rmSync(`${model}.br`, { force: true });
+  const tampered = await startServer({ site });
+  const { browser, page } = await launch({ video: clip });
+  try {
+    await page.goto(demoUrl(tampered.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['error', 'done', 'selfie'], 60000);
+    assert.equal(end.state, 'error');
+    assert.equal(end.error, 'model_tampered');
+    assert.match(end.status, /failed its integrity check/);
+  } finally {
+    await browser.close();
+    await tampered.stop();
+  }
+});
+
+test('the demo page and widget speak Chinese when asked', { timeout: 90000 }, async () => {
+  const { browser, page } = await launch({ camera: 'deny' });
+  try {
+    await page.goto(`${server.origin}/?lang=zh-CN`);
+    assert.equal(await page.locator('button[type=submit]').textContent(), '继续进行身份核验');
+    await page.locator('button[type=submit]').click();
+    const end = await widgetState(page, ['id-capture', 'error'], 60000);
+    assert.equal(end.state, 'id-capture', end.status);
+    assert.match(end.status, /证件/);
+  } finally {
+    await browser.close();
+  }
+});
