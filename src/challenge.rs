@@ -286,6 +286,31 @@ pub fn verify_track(seed: &[u8], track: &[TrackSample]) -> Result<Vec<StepPassed
     progress.finish()
 }
 
+/// A synthetic performer at 15 fps: frontal for a third of a second, then
+/// each step acted out for one second (a 30-degree turn and back, or a
+/// blink). Not evidence of anything: for tests of the verifier and for the
+/// server's load generator, where no camera is involved.
+pub fn synthetic_track(steps: &[Step]) -> Vec<TrackSample> {
+    let mut track = Vec::new();
+    let mut t = 0;
+    let mut frame = |yaw: f32, eyes: f32| {
+        track.push(TrackSample { t_ms: t, yaw, pitch: 0.0, left_openness: eyes, right_openness: eyes });
+        t += 66;
+    };
+    for _ in 0..5 {
+        frame(0.0, 0.9);
+    }
+    for step in steps {
+        for i in 0..15 {
+            match step {
+                Step::Blink => frame(0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
+                turn => frame(30.0 * turn.yaw_direction() * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
+            }
+        }
+    }
+    track
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,54 +351,31 @@ mod tests {
         assert_eq!(steps_for_seed(b"abc"), steps_for_seed(b"abc"));
     }
 
-    /// A synthetic performer: frontal, then each step acted out for one second.
-    fn act(steps: &[Step]) -> Vec<TrackSample> {
-        let mut track = Vec::new();
-        let mut t = 0;
-        let mut frame = |yaw: f32, eyes: f32, track: &mut Vec<TrackSample>| {
-            track.push(sample(t, yaw, eyes));
-            t += 66;
-        };
-        for _ in 0..5 {
-            frame(0.0, 0.9, &mut track);
-        }
-        for step in steps {
-            for i in 0..15 {
-                let (yaw, eyes) = match step {
-                    Step::Blink => (0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
-                    turn => (30.0 * turn.yaw_direction() * (1.0 - (i as f32 - 7.0).abs() / 7.0), 0.9),
-                };
-                frame(yaw, eyes, &mut track);
-            }
-        }
-        track
-    }
-
     #[test]
     fn verify_track_checks_order_time_and_plausibility() {
         let seed = b"session-seed-1";
         let steps = steps_for_seed(seed);
-        let passed = verify_track(seed, &act(&steps)).expect("acted challenge passes");
+        let passed = verify_track(seed, &synthetic_track(&steps)).expect("acted challenge passes");
         assert_eq!(passed.iter().map(|p| p.step).collect::<Vec<_>>(), steps);
 
         let mut reversed = steps.clone();
         reversed.reverse();
-        assert!(verify_track(seed, &act(&reversed)).is_err(), "steps in the wrong order must fail");
+        assert!(verify_track(seed, &synthetic_track(&reversed)).is_err(), "steps in the wrong order must fail");
 
         let still: Vec<_> = (0..200).map(|i| sample(i * 66, 1.0, 0.9)).collect();
         assert!(matches!(verify_track(seed, &still), Err(ChallengeFailure::StepTimedOut { index: 0, .. })));
 
-        let mut slow = act(&steps);
+        let mut slow = synthetic_track(&steps);
         for (i, s) in slow.iter_mut().enumerate() {
             s.t_ms = i as u32 * 1000;
         }
         assert!(verify_track(seed, &slow).is_err(), "1 fps is not a camera track");
 
-        let mut backwards = act(&steps);
+        let mut backwards = synthetic_track(&steps);
         backwards[10].t_ms = 0;
         assert_eq!(verify_track(seed, &backwards), Err(ChallengeFailure::ImplausibleTrack));
 
-        let mut out_of_range = act(&steps);
+        let mut out_of_range = synthetic_track(&steps);
         out_of_range[3].left_openness = 7.0;
         assert_eq!(verify_track(seed, &out_of_range), Err(ChallengeFailure::ImplausibleTrack));
     }

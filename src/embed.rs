@@ -45,6 +45,14 @@ pub const CANDIDATES: &[EmbedderConfig] = &[
         template_scale: 1.0,
         flip: true,
     },
+    // the same network with float32 weights (the shipped one stores int8)
+    EmbedderConfig {
+        name: "mobileface_f32",
+        size: 112,
+        norm: PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: false },
+        template_scale: 1.0,
+        flip: true,
+    },
     EmbedderConfig {
         name: "faceres",
         size: 224,

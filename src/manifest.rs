@@ -34,6 +34,10 @@ pub struct ModelEntry {
     pub input: String,
     pub output: String,
     pub preprocessing: String,
+    /// How the weights are stored when not plain float32 (e.g. int8 per
+    /// output channel, expanded to float32 when the model is loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 pub fn manifest() -> Manifest {

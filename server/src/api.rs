@@ -29,6 +29,10 @@ pub struct Config {
     pub liveness_threshold: f32,
     pub session_ttl_ms: i64,
     pub max_sessions_per_order: i64,
+    /// Sessions a subscriber may open per 24 hours (all orders together).
+    pub max_sessions_per_subscriber_per_day: i64,
+    /// Refused result submissions a session tolerates before it is locked.
+    pub max_failed_submissions: u32,
     /// Model name → sha256 the server accepts (the manifest's by default).
     pub accepted_models: BTreeMap<String, String>,
     pub escrow_public_key: Option<String>,
@@ -37,6 +41,11 @@ pub struct Config {
 pub struct AppState {
     pub db: Db,
     pub config: Config,
+    /// Requests per client address per minute on the browser-facing routes.
+    pub per_address: crate::limits::RateLimiter,
+    /// Refused submissions per session (in memory: a restart forgets them,
+    /// the per-address limit still holds).
+    pub failed_submissions: crate::limits::Counter,
 }
 
 pub type Shared = Arc<AppState>;
@@ -136,6 +145,10 @@ async fn open_session(state: &AppState, order_id: String, subscriber_id: String)
         return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this order reached"));
     }
     let now = now_ms();
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    if state.db.sessions_for_subscriber_since(&subscriber_id, now - DAY_MS).await? >= state.config.max_sessions_per_subscriber_per_day {
+        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this subscriber reached"));
+    }
     let s = SessionRow {
         id: format!("sess_{}", random_hex(16)),
         order_id,
@@ -158,7 +171,7 @@ async fn open_session(state: &AppState, order_id: String, subscriber_id: String)
 
 async fn load_open(state: &AppState, id: &str) -> Result<SessionRow, ApiError> {
     let s = state.db.session(id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
-    if s.expires_ms < now_ms() {
+    if s.expires_ms < now_ms() || s.state == "expired" {
         return Err(refuse(StatusCode::GONE, "session_expired", "session expired"));
     }
     if s.state != "open" {
@@ -185,10 +198,25 @@ async fn register_key(State(state): State<Shared>, Path(id): Path<String>, body:
     Ok(Json(json!({"session_config": session_config(&state, &s)})).into_response())
 }
 
+/// A session accepts a few refused submissions (a flaky network, a bug) and
+/// then locks, so that a forger cannot try signature after signature.
 async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    if state.failed_submissions.get(&id) >= state.config.max_failed_submissions {
+        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many refused submissions for this session"));
+    }
+    let answer = decide_result(&state, &id, &body).await;
+    if let Err(ApiError(status, ..)) = &answer {
+        if status.is_client_error() && *status != StatusCode::NOT_FOUND {
+            state.failed_submissions.add(&id, now_ms());
+        }
+    }
+    answer
+}
+
+async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Response, ApiError> {
     let bad = |code, m: String| refuse(StatusCode::BAD_REQUEST, code, m);
-    let signed = SignedResult::from_json(&body).map_err(|e| bad(e.code(), e.to_string()))?;
-    let s = load_open(&state, &id).await?;
+    let signed = SignedResult::from_json(body).map_err(|e| bad(e.code(), e.to_string()))?;
+    let s = load_open(state, id).await?;
     let device_key = s.device_key.clone().ok_or_else(|| refuse(StatusCode::CONFLICT, "no_device_key", "register a device key first"))?;
     let r = signed.verify(&device_key).map_err(|e| refuse(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))?;
     if r.session_id != s.id {
@@ -320,18 +348,41 @@ async fn demo_order_status(State(state): State<Shared>, Path(id): Path<String>) 
 /// The API, plus (when configured) the demo back-end routes and the static
 /// widget files. `.br` siblings written by the build are served to browsers
 /// that accept brotli.
-pub fn router(state: Shared, www: Option<&std::path::Path>, demo: bool) -> Router {
+/// The OpenAPI description of every route (checked against the running
+/// server by server/tests/api.rs).
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+pub fn router(state: Shared, www: Option<&std::path::Path>, demo: bool, cors_origins: &[String]) -> Router {
+    // routes a browser calls without an API key: limited per client address
+    let mut browser = Router::new()
+        .route("/v1/sessions/{id}/device-key", post(register_key))
+        .route("/v1/sessions/{id}/result", post(submit_result));
+    if demo {
+        browser = browser.route("/demo/orders", post(demo_order)).route("/demo/orders/{id}", get(demo_order_status));
+    }
+    let browser = browser.route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::per_address));
     let mut app = Router::new()
+        .route("/openapi.json", get(openapi))
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(get_session))
-        .route("/v1/sessions/{id}/device-key", post(register_key))
-        .route("/v1/sessions/{id}/result", post(submit_result))
-        .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke));
-    if demo {
-        app = app.route("/demo/orders", post(demo_order)).route("/demo/orders/{id}", get(demo_order_status));
-    }
+        .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke))
+        .merge(browser);
     if let Some(dir) = www {
         app = app.fallback_service(tower_http::services::ServeDir::new(dir).precompressed_br());
+    }
+    if !cors_origins.is_empty() {
+        // the widget on a carrier's own site calling this server on another origin
+        let origins: Vec<axum::http::HeaderValue> = cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        app = app.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+                .allow_headers([axum::http::header::CONTENT_TYPE]),
+        );
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }

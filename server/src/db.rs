@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
         created_ms BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS templates_subscriber ON templates (subscriber_id)",
+    "CREATE INDEX IF NOT EXISTS sessions_subscriber ON sessions (subscriber_id, created_ms)",
+    "CREATE INDEX IF NOT EXISTS sessions_open_expiry ON sessions (state, expires_ms)",
 ];
 
 #[derive(Debug, Clone)]
@@ -112,6 +114,26 @@ impl Db {
     pub async fn sessions_for_order(&self, order_id: &str) -> Result<i64, sqlx::Error> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE order_id = $1").bind(order_id).fetch_one(&self.pool).await?;
         row.try_get("n")
+    }
+
+    /// Sessions opened for a subscriber since `since_ms` (attempt limit).
+    pub async fn sessions_for_subscriber_since(&self, subscriber_id: &str, since_ms: i64) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE subscriber_id = $1 AND created_ms >= $2")
+            .bind(subscriber_id)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("n")
+    }
+
+    /// Nonce-expiry sweep: open sessions past their expiry can never be
+    /// used; mark them so and forget their device key.
+    pub async fn expire_sessions(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query("UPDATE sessions SET state = 'expired', device_key = NULL WHERE state = 'open' AND expires_ms < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     pub async fn insert_session(&self, s: &SessionRow) -> Result<(), sqlx::Error> {

@@ -5,35 +5,82 @@
 
 mod api;
 mod db;
+mod limits;
 
 use clap::Parser;
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Settings come from flags or environment variables first, then from the
+/// TOML file named by `--config` (same names, snake_case), then defaults.
 #[derive(Parser)]
 #[command(name = "facegate-server", version, about)]
 struct Args {
-    /// Bind address.
-    #[arg(long, env = "FACEGATE_ADDR", default_value = "127.0.0.1:8080")]
-    addr: String,
-    /// SQLite file path or postgres:// URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "facegate.db")]
-    db: String,
-    /// Minimum calibrated match score for a pass.
-    #[arg(long, env = "FACEGATE_MATCH_THRESHOLD", default_value_t = facegate::matching::DEFAULT_CALIBRATION.threshold)]
-    match_threshold: f32,
-    /// Minimum passive-liveness score for a pass.
-    #[arg(long, env = "FACEGATE_LIVENESS_THRESHOLD", default_value_t = facegate::liveness::DEFAULT_LIVENESS_THRESHOLD)]
-    liveness_threshold: f32,
-    /// Session lifetime in seconds.
-    #[arg(long, env = "FACEGATE_SESSION_TTL", default_value_t = 600)]
-    session_ttl: i64,
+    /// TOML configuration file.
+    #[arg(long, env = "FACEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Bind address [default: 127.0.0.1:8080].
+    #[arg(long, env = "FACEGATE_ADDR")]
+    addr: Option<String>,
+    /// SQLite file path or postgres:// URL [default: facegate.db].
+    #[arg(long, env = "DATABASE_URL")]
+    db: Option<String>,
+    /// Minimum calibrated match score for a pass [default: the model's calibrated threshold].
+    #[arg(long, env = "FACEGATE_MATCH_THRESHOLD")]
+    match_threshold: Option<f32>,
+    /// Minimum passive-liveness score for a pass [default: the model's threshold].
+    #[arg(long, env = "FACEGATE_LIVENESS_THRESHOLD")]
+    liveness_threshold: Option<f32>,
+    /// Session lifetime in seconds [default: 600].
+    #[arg(long, env = "FACEGATE_SESSION_TTL")]
+    session_ttl: Option<i64>,
     /// Directory of the built widget and demo page to serve at `/`
     /// (`cargo xtask demo` builds it into target/www).
     #[arg(long, env = "FACEGATE_WWW")]
-    www: Option<std::path::PathBuf>,
+    www: Option<PathBuf>,
     /// Also serve the demo SIM-order back end (`/demo/orders`): never in production.
     #[arg(long, env = "FACEGATE_DEMO")]
     demo: bool,
+    /// Origins allowed to call the browser-facing routes from another site
+    /// (comma-separated) [default: none, same origin only].
+    #[arg(long, env = "FACEGATE_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Option<Vec<String>>,
+    /// Requests per client address per minute on browser-facing routes [default: 120].
+    #[arg(long, env = "FACEGATE_RATE_LIMIT")]
+    rate_limit_per_minute: Option<u32>,
+    /// Sessions per order [default: 5].
+    #[arg(long, env = "FACEGATE_MAX_SESSIONS_PER_ORDER")]
+    max_sessions_per_order: Option<i64>,
+    /// Sessions per subscriber per 24 hours [default: 20].
+    #[arg(long, env = "FACEGATE_MAX_SESSIONS_PER_SUBSCRIBER")]
+    max_sessions_per_subscriber_per_day: Option<i64>,
+    /// Refused result submissions before a session locks [default: 5].
+    #[arg(long, env = "FACEGATE_MAX_FAILED_SUBMISSIONS")]
+    max_failed_submissions: Option<u32>,
+    /// Seconds between sweeps of expired sessions [default: 30].
+    #[arg(long, env = "FACEGATE_SWEEP_INTERVAL")]
+    sweep_interval: Option<u64>,
+}
+
+/// The configuration file: every setting except secrets, which belong in
+/// the environment (or a secret store that sets it).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<String>,
+    db: Option<String>,
+    match_threshold: Option<f32>,
+    liveness_threshold: Option<f32>,
+    session_ttl: Option<i64>,
+    www: Option<PathBuf>,
+    demo: Option<bool>,
+    cors_origins: Option<Vec<String>>,
+    rate_limit_per_minute: Option<u32>,
+    max_sessions_per_order: Option<i64>,
+    max_sessions_per_subscriber_per_day: Option<i64>,
+    max_failed_submissions: Option<u32>,
+    sweep_interval: Option<u64>,
 }
 
 #[tokio::main]
@@ -46,11 +93,33 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let addr = args.addr.or(file.addr).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let db_target = args.db.or(file.db).unwrap_or_else(|| "facegate.db".into());
+    let www = args.www.or(file.www);
+    let demo = args.demo || file.demo.unwrap_or(false);
+    let cors_origins = args.cors_origins.or(file.cors_origins).unwrap_or_default();
+    let match_threshold = args.match_threshold.or(file.match_threshold).unwrap_or(facegate::matching::DEFAULT_CALIBRATION.threshold);
+    let liveness_threshold = args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facegate::liveness::DEFAULT_LIVENESS_THRESHOLD);
+    for (what, v) in [("match_threshold", match_threshold), ("liveness_threshold", liveness_threshold)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("{what} must be in [0,1], not {v}"));
+        }
+    }
+    let session_ttl = args.session_ttl.or(file.session_ttl).unwrap_or(600);
+    let rate_limit = args.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(120);
+
     let api_key = std::env::var("FACEGATE_API_KEY").map_err(|_| "FACEGATE_API_KEY must be set (the carrier back end's API key)".to_string())?;
     if api_key.len() < 16 {
         return Err("FACEGATE_API_KEY must be at least 16 characters".into());
     }
-    let db = db::Db::open(&args.db).await.map_err(|e| format!("database {}: {e}", args.db))?;
+    let db = db::Db::open(&db_target).await.map_err(|e| format!("database {db_target}: {e}"))?;
     // Keys: from the environment (production: a secret store), otherwise
     // made once and kept in the database so restarts keep matching.
     let transform_key = match std::env::var("FACEGATE_TRANSFORM_KEY") {
@@ -70,15 +139,20 @@ async fn run(args: Args) -> Result<(), String> {
         transform_key,
         transform_key_id,
         storage_key,
-        match_threshold: args.match_threshold,
-        liveness_threshold: args.liveness_threshold,
-        session_ttl_ms: args.session_ttl * 1000,
-        max_sessions_per_order: 5,
+        match_threshold,
+        liveness_threshold,
+        session_ttl_ms: session_ttl * 1000,
+        max_sessions_per_order: args.max_sessions_per_order.or(file.max_sessions_per_order).unwrap_or(5),
+        max_sessions_per_subscriber_per_day: args.max_sessions_per_subscriber_per_day.or(file.max_sessions_per_subscriber_per_day).unwrap_or(20),
+        max_failed_submissions: args.max_failed_submissions.or(file.max_failed_submissions).unwrap_or(5),
         accepted_models,
         escrow_public_key: std::env::var("FACEGATE_ESCROW_PUBLIC_KEY").ok(),
     };
-    let state = Arc::new(api::AppState { db, config });
-    let listener = tokio::net::TcpListener::bind(&args.addr).await.map_err(|e| format!("bind {}: {e}", args.addr))?;
-    tracing::info!(addr = %args.addr, "listening");
-    axum::serve(listener, api::router(state, args.www.as_deref(), args.demo)).await.map_err(|e| e.to_string())
+    let state = Arc::new(api::AppState { db, config, per_address: limits::RateLimiter::new(rate_limit), failed_submissions: limits::Counter::default() });
+    let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(30).max(1);
+    limits::spawn_sweeper(state.clone(), std::time::Duration::from_secs(sweep));
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    tracing::info!(addr = %addr, demo, "listening");
+    let app = api::router(state, www.as_deref(), demo, &cors_origins);
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.map_err(|e| e.to_string())
 }

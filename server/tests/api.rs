@@ -3,7 +3,7 @@
 //! signed results made by the core crate, and hostile input. Every refusal
 //! must carry the right status and reason, and write nothing.
 
-use facegate::challenge::{steps_for_seed, Step, TrackSample, verify_track};
+use facegate::challenge::{steps_for_seed, synthetic_track, Step, verify_track};
 use facegate::signed::{ActiveLiveness, ClientDecision, DeviceKey, VerificationResult, PROTOCOL_VERSION};
 use facegate::template::TransformKey;
 use serde_json::{json, Value};
@@ -29,13 +29,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The hostile suite sends many refusals to one session on purpose, so the
+/// per-session lock is raised here; `limits_and_sweeping` tests the default.
 fn start(db: Option<&str>, tag: &str) -> Server {
+    start_with(db, tag, &["--session-ttl", "3", "--max-failed-submissions", "100"])
+}
+
+fn start_with(db: Option<&str>, tag: &str, extra: &[&str]) -> Server {
     let dir = std::env::temp_dir().join(format!("facegate-server-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = db.map(str::to_string).unwrap_or_else(|| dir.join("facegate.db").display().to_string());
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_facegate-server"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", &db, "--session-ttl", "3"])
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", &db])
+        .args(extra)
         .env("FACEGATE_API_KEY", API_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -107,29 +114,6 @@ fn rand32() -> [u8; 32] {
     b
 }
 
-/// A performer's track for the seed's steps (as the widget records it).
-fn act(steps: &[Step]) -> Vec<TrackSample> {
-    let mut track = Vec::new();
-    let mut t = 0;
-    let mut push = |yaw: f32, eyes: f32| {
-        track.push(TrackSample { t_ms: t, yaw, pitch: 0.0, left_openness: eyes, right_openness: eyes });
-        t += 66;
-    };
-    for _ in 0..5 {
-        push(0.0, 0.9);
-    }
-    for step in steps {
-        for i in 0..15 {
-            let bump = 30.0 * (1.0 - (i as f32 - 7.0).abs() / 7.0);
-            match step {
-                Step::Blink => push(0.0, if (6..9).contains(&i) { 0.05 } else { 0.9 }),
-                turn => push(bump * turn.yaw_direction(), 0.9),
-            }
-        }
-    }
-    track
-}
-
 /// An embedding-like unit vector for the template (the server never sees it).
 fn embedding(seed: u8) -> facegate::embed::Embedding {
     let v: Vec<f32> = (0..256).map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.3)).sin()).collect();
@@ -140,7 +124,7 @@ fn embedding(seed: u8) -> facegate::embed::Embedding {
 fn result(f: &Flow, face: u8, match_score: f32) -> VerificationResult {
     let seed = hex::decode(f.config["challenge_seed"].as_str().unwrap()).unwrap();
     let steps = steps_for_seed(&seed);
-    let track = act(&steps);
+    let track = synthetic_track(&steps);
     let transcript = verify_track(&seed, &track).unwrap();
     let models = f.session["accepted_models"].as_object().unwrap();
     let transform = TransformKey::from_hex(f.config["transform_key"].as_str().unwrap(), 256).unwrap();
@@ -221,7 +205,7 @@ fn hostile(s: &Server) {
     r.models.insert("mobileface".into(), "0".repeat(64));
     cases.push(("wrong model hash", f.key.sign(r).unwrap().to_json().unwrap(), 400, "unknown_model"));
     let mut r = good.clone();
-    r.active_liveness.track = act(&[Step::TurnRight, Step::TurnLeft, Step::TurnRight]).into_iter().take(10).collect();
+    r.active_liveness.track = synthetic_track(&[Step::TurnRight, Step::TurnLeft, Step::TurnRight]).into_iter().take(10).collect();
     cases.push(("track not performing the seed", f.key.sign(r).unwrap().to_json().unwrap(), 422, "challenge_mismatch"));
     let mut r = good.clone();
     r.active_liveness.steps = vec![Step::Blink];
@@ -282,13 +266,292 @@ fn sqlite_flow_duplicates_and_hostile_input() {
     hostile(&s);
 }
 
-/// Not yet run by `cargo xtask test` (which does not start PostgreSQL yet):
-/// run by hand with FACEGATE_TEST_POSTGRES_URL=postgres://… cargo test -- --ignored
+/// The same suites on PostgreSQL: `cargo xtask test` starts a throwaway
+/// server from Debian's packages and names its database in
+/// FACEGATE_TEST_POSTGRES_URL.
 #[test]
-#[ignore = "needs FACEGATE_TEST_POSTGRES_URL; xtask does not start PostgreSQL yet"]
 fn postgres_flow_duplicates_and_hostile_input() {
-    let url = std::env::var("FACEGATE_TEST_POSTGRES_URL").expect("FACEGATE_TEST_POSTGRES_URL");
+    let url = std::env::var("FACEGATE_TEST_POSTGRES_URL")
+        .expect("FACEGATE_TEST_POSTGRES_URL must name an empty PostgreSQL database (cargo xtask test starts one)");
     let s = start(Some(&url), "pg");
     flow_and_duplicates(&s);
     hostile(&s);
+}
+
+/// Checks `v` against a JSON Schema subset used by openapi.json: $ref,
+/// type (or a list of types), required, properties, additionalProperties
+/// (false or a schema), items, enum. Returns what does not match.
+fn schema_errors(spec: &Value, schema: &Value, v: &Value, at: &str) -> Vec<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let target = r.trim_start_matches("#/").split('/').fold(spec, |node, part| &node[part]);
+        return schema_errors(spec, target, v, at);
+    }
+    let mut errors = Vec::new();
+    let type_of = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let actual = type_of(v);
+    if !allowed.is_empty() && !allowed.iter().any(|t| *t == actual || (*t == "number" && actual == "integer")) {
+        errors.push(format!("{at}: {actual} is not {allowed:?}"));
+        return errors;
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        if !options.contains(v) {
+            errors.push(format!("{at}: {v} not in {options:?}"));
+        }
+    }
+    if let Value::Object(map) = v {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !map.contains_key(r.as_str().unwrap()) {
+                errors.push(format!("{at}: missing {r}"));
+            }
+        }
+        for (k, x) in map {
+            match (&schema["properties"][k], &schema["additionalProperties"]) {
+                (Value::Null, Value::Bool(false)) => errors.push(format!("{at}: undocumented field {k}")),
+                (Value::Null, extra @ Value::Object(_)) => errors.extend(schema_errors(spec, extra, x, &format!("{at}.{k}"))),
+                (Value::Null, _) => {}
+                (p, _) => errors.extend(schema_errors(spec, p, x, &format!("{at}.{k}"))),
+            }
+        }
+    }
+    if let (Value::Array(items), s @ Value::Object(_)) = (v, &schema["items"]) {
+        for (i, x) in items.iter().enumerate() {
+            errors.extend(schema_errors(spec, s, x, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}
+
+/// The OpenAPI document served at /openapi.json describes exactly the routes
+/// the router has, and every answer of a scripted tour (successes and
+/// refusals) has a documented status and matches its documented schema.
+#[test]
+fn openapi_document_matches_the_server() {
+    let s = start_with(None, "openapi", &["--demo"]);
+    let (st, spec) = call("GET", &format!("{}/openapi.json", s.base), None, None);
+    assert_eq!(st, 200);
+    assert_eq!(spec["openapi"], "3.1.0");
+
+    // the routes in the source are the paths in the document
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api.rs")).unwrap();
+    let mut routes = std::collections::BTreeSet::new();
+    for part in source.split(".route(\"").skip(1) {
+        let path = part.split('"').next().unwrap();
+        let handlers = part.split(')').next().unwrap_or("");
+        for method in ["get", "post", "delete", "put", "patch"] {
+            if handlers.contains(&format!("{method}(")) {
+                routes.insert((method.to_string(), path.to_string()));
+            }
+        }
+    }
+    let documented: std::collections::BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .collect();
+    assert!(routes.len() >= 8, "route scan found only {routes:?}");
+    assert_eq!(routes, documented, "router and openapi.json disagree");
+
+    // a tour through every endpoint; each answer is checked against the document
+    let check = |method: &str, template: &str, status: u16, body: &Value| {
+        let op = &spec["paths"][template][method.to_lowercase()];
+        let response = &op["responses"][status.to_string()];
+        assert!(!response.is_null(), "{method} {template} answered undocumented status {status}: {body}");
+        let response = match response["$ref"].as_str() {
+            Some(r) => r.trim_start_matches("#/").split('/').fold(&spec, |node, part| &node[part]),
+            None => response,
+        };
+        let schema = &response["content"]["application/json"]["schema"];
+        if !schema.is_null() {
+            let errors = schema_errors(&spec, schema, body, "$");
+            assert!(errors.is_empty(), "{method} {template} {status}: {errors:?} in {body}");
+        }
+    };
+    let b = &s.base;
+    let tour = |method: &str, template: &str, path: &str, key: Option<&str>, body: Option<&str>| {
+        let (st, v) = call(method, &format!("{b}{path}"), key, body);
+        check(method, template, st, &v);
+        (st, v)
+    };
+    let (st, created) = tour("POST", "/v1/sessions", "/v1/sessions", Some(API_KEY), Some(r#"{"order_id":"o-api","subscriber_id":"carol"}"#));
+    assert_eq!(st, 201);
+    tour("POST", "/v1/sessions", "/v1/sessions", None, Some(r#"{"order_id":"o","subscriber_id":"c"}"#));
+    tour("POST", "/v1/sessions", "/v1/sessions", Some(API_KEY), Some(r#"{"order_id":"o","subscriber_id":"c","image":"x"}"#));
+    let id = created["session_id"].as_str().unwrap().to_string();
+    let key = DeviceKey::from_seed(rand32());
+    let (st, reg) = tour("POST", "/v1/sessions/{id}/device-key", &format!("/v1/sessions/{id}/device-key"), None, Some(&json!({"public_key": key.public_key_hex()}).to_string()));
+    assert_eq!(st, 200);
+    tour("POST", "/v1/sessions/{id}/device-key", &format!("/v1/sessions/{id}/device-key"), None, Some(&json!({"public_key": key.public_key_hex()}).to_string()));
+    tour("POST", "/v1/sessions/{id}/device-key", "/v1/sessions/nope/device-key", None, Some(&json!({"public_key": key.public_key_hex()}).to_string()));
+    let f = Flow { session: created.clone(), config: reg["session_config"].clone(), key };
+    let wire = f.key.sign(result(&f, 7, 0.95)).unwrap().to_json().unwrap();
+    tour("POST", "/v1/sessions/{id}/result", &format!("/v1/sessions/{id}/result"), None, Some("{\"result\":"));
+    let (st, _) = tour("POST", "/v1/sessions/{id}/result", &format!("/v1/sessions/{id}/result"), None, Some(&wire));
+    assert_eq!(st, 200);
+    tour("POST", "/v1/sessions/{id}/result", &format!("/v1/sessions/{id}/result"), None, Some(&wire));
+    tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some(API_KEY), None);
+    tour("GET", "/v1/sessions/{id}", "/v1/sessions/nope", Some(API_KEY), None);
+    tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some("wrong-key-wrong-key"), None);
+    tour("DELETE", "/v1/subscribers/{id}/templates", "/v1/subscribers/carol/templates", Some(API_KEY), None);
+    tour("DELETE", "/v1/subscribers/{id}/templates", "/v1/subscribers/carol/templates", None, None);
+    let (st, order) = tour("POST", "/demo/orders", "/demo/orders", None, Some(r#"{"plan":"basic"}"#));
+    assert_eq!(st, 201);
+    tour("POST", "/demo/orders", "/demo/orders", None, Some(r#"{"plan":"basic","photo":"x"}"#));
+    let demo_id = order["session_id"].as_str().unwrap();
+    tour("GET", "/demo/orders/{id}", &format!("/demo/orders/{demo_id}"), None, None);
+    tour("GET", "/demo/orders/{id}", "/demo/orders/nope", None, None);
+    assert_eq!(oversized_status(b, "/v1/sessions", 300 * 1024), 413);
+    check("POST", "/v1/sessions", 413, &Value::Null);
+}
+
+/// Without --demo the demo back end does not exist.
+#[test]
+fn demo_routes_are_off_by_default() {
+    let s = start(None, "nodemo");
+    let (st, _) = call("POST", &format!("{}/demo/orders", s.base), None, Some(r#"{"plan":"basic"}"#));
+    assert_eq!(st, 404);
+}
+
+/// Like `call`, but a dead server is an answer (None), not a panic.
+fn try_call(method: &str, url: &str, body: &str) -> Option<(u16, Value)> {
+    let res = ureq::request(method, url).set("content-type", "application/json").timeout(Duration::from_secs(10)).send_string(body);
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(_) => return None,
+    };
+    let status = resp.status();
+    Some((status, serde_json::from_str(&resp.into_string().ok()?).ok()?))
+}
+
+/// SIGKILL in the middle of a stream of accepted results: after a restart on
+/// the same database, every result that was answered "pass" is stored with
+/// its template, and no session is half-written (decided without its
+/// template, or a template without a decision).
+#[test]
+fn results_answered_pass_survive_sigkill() {
+    let dir = std::env::temp_dir().join(format!("facegate-durability-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("durable.db").display().to_string();
+    let durable = ["--session-ttl", "600", "--max-failed-submissions", "100"];
+    let mut s = start_with(Some(&db), "durability", &durable);
+    let n = 60;
+    let flows: Vec<Flow> = (0..n).map(|i| new_session(&s, &format!("dur-order-{i}"), &format!("dur-sub-{i}"))).collect();
+    let wires: Vec<(String, String)> = flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.config["session_id"].as_str().unwrap().to_string(), f.key.sign(result(f, 10 + i as u8, 0.95)).unwrap().to_json().unwrap()))
+        .collect();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, Option<(u16, Value)>)>::new()));
+    let streamer = {
+        let answers = answers.clone();
+        let base = s.base.clone();
+        std::thread::spawn(move || {
+            for (i, (id, wire)) in wires.iter().enumerate() {
+                let a = try_call("POST", &format!("{base}/v1/sessions/{id}/result"), wire);
+                let dead = a.is_none();
+                answers.lock().unwrap().push((i, a));
+                if dead {
+                    break;
+                }
+            }
+        })
+    };
+    while answers.lock().unwrap().len() < n / 3 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    streamer.join().unwrap();
+    let answered: Vec<(usize, Option<(u16, Value)>)> = answers.lock().unwrap().clone();
+    let passes: Vec<usize> = answered.iter().filter(|(_, a)| matches!(a, Some((200, v)) if v["decision"] == "pass")).map(|(i, _)| *i).collect();
+    assert!(passes.len() >= n / 3, "{} passes before the kill", passes.len());
+    assert!(passes.len() < n, "the kill came after the whole stream; nothing was interrupted");
+
+    let s = start_with(Some(&db), "durability-restart", &durable);
+    for (i, f) in flows.iter().enumerate() {
+        let rec = record(&s, f);
+        let (st, del) = call("DELETE", &format!("{}/v1/subscribers/dur-sub-{i}/templates", s.base), Some(API_KEY), None);
+        assert_eq!(st, 200);
+        let templates = del["deleted_templates"].as_i64().unwrap();
+        if passes.contains(&i) {
+            assert_eq!((rec["decision"].as_str(), templates), (Some("pass"), 1), "session {i} answered pass: {rec}");
+        }
+        match rec["state"].as_str().unwrap() {
+            "decided" => assert_eq!(templates, i64::from(rec["decision"] == "pass"), "session {i}: {rec}"),
+            "open" => assert_eq!((rec["decision"].clone(), templates), (Value::Null, 0), "session {i} half-written: {rec}"),
+            other => panic!("session {i} in state {other}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Attempt limits per order, per subscriber, per client address and per
+/// session (refused submissions), the nonce-expiry sweep, and settings from
+/// a configuration file.
+#[test]
+fn limits_sweeping_and_config_file() {
+    let dir = std::env::temp_dir().join(format!("facegate-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("facegate.toml");
+    std::fs::write(&config, "max_sessions_per_order = 2\nmax_sessions_per_subscriber_per_day = 3\nrate_limit_per_minute = 40\nsweep_interval = 1\n").unwrap();
+    let s = start_with(None, "limits", &["--config", config.to_str().unwrap(), "--session-ttl", "3"]);
+    let b = &s.base;
+    let create = |order: &str, sub: &str| call("POST", &format!("{b}/v1/sessions"), Some(API_KEY), Some(&json!({"order_id": order, "subscriber_id": sub}).to_string()));
+    // per order (from the file: 2)
+    assert_eq!(create("lim-o1", "lim-a").0, 201);
+    assert_eq!(create("lim-o1", "lim-b").0, 201);
+    let (st, ans) = create("lim-o1", "lim-c");
+    assert_eq!((st, ans["error"].clone()), (429, json!("too_many_attempts")));
+    // per subscriber per day (from the file: 3), across orders
+    assert_eq!(create("lim-o2", "lim-a").0, 201);
+    assert_eq!(create("lim-o3", "lim-a").0, 201);
+    let (st, ans) = create("lim-o4", "lim-a");
+    assert_eq!((st, ans["error"].clone(), ans["message"].as_str().unwrap().contains("subscriber")), (429, json!("too_many_attempts"), true));
+
+    // per session: five refused submissions lock it, even for a genuine result
+    let f = new_session(&s, "lim-o5", "lim-d");
+    let good = f.key.sign(result(&f, 5, 0.95)).unwrap().to_json().unwrap();
+    for _ in 0..5 {
+        assert_eq!(submit(&s, &f, "{\"result\":").0, 400);
+    }
+    let (st, ans) = submit(&s, &f, &good);
+    assert_eq!((st, ans["error"].clone()), (429, json!("too_many_attempts")));
+    assert_eq!(record(&s, &f)["state"], "open");
+
+    // the sweep marks sessions past their expiry (TTL 3 s, sweep every 1 s)
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(record(&s, &f)["state"], "expired");
+    let (st, ans) = submit(&s, &f, &good);
+    assert!(st == 410 || st == 429, "{st} {ans}");
+
+    // per client address (from the file: 40 per minute on browser routes)
+    let mut statuses = Vec::new();
+    for _ in 0..45 {
+        statuses.push(call("POST", &format!("{b}/v1/sessions/none/device-key"), None, Some(r#"{"public_key":"00"}"#)));
+    }
+    let limited = statuses.iter().filter(|(st, v)| *st == 429 && v["error"] == "rate_limited").count();
+    assert!(limited >= 5, "{limited} of 45 limited");
+    // the carrier's own API (with its key) is not limited per address
+    assert_eq!(call("GET", &format!("{b}/v1/sessions/{}", f.config["session_id"].as_str().unwrap()), Some(API_KEY), None).0, 200);
+
+    // a configuration file with an unknown setting is refused at start
+    std::fs::write(&config, "max_sessions_per_order = 2\nimage_upload = true\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--config", config.to_str().unwrap(), "--db", dir.join("x.db").to_str().unwrap()]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("image_upload"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
 }

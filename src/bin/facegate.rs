@@ -76,6 +76,10 @@ enum Cmd {
         /// Challenge seed (hex) to verify the track against.
         #[arg(long)]
         seed: Option<String>,
+        /// Also score passive liveness on every third frame with a face and
+        /// report the median, as the widget aggregates it over a challenge.
+        #[arg(long)]
+        passive: bool,
         #[arg(long)]
         json: bool,
     },
@@ -201,9 +205,9 @@ fn run(cli: Cli) -> Result<()> {
                 .save(out)
                 .map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
         }
-        Cmd::Track { frames, fps, seed, json } => {
+        Cmd::Track { frames, fps, seed, passive, json } => {
             let p = Pipeline::load_native(&opts)?;
-            print(track(&p, frames, *fps, seed.as_deref())?, *json);
+            print(track(&p, frames, *fps, seed.as_deref(), *passive)?, *json);
         }
         Cmd::DetectEval { labels, images, iou, json } => {
             let p = Pipeline::load_native(&opts)?;
@@ -363,18 +367,23 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Res
     Ok(out)
 }
 
-fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>) -> Result<serde_json::Value> {
+fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive: bool) -> Result<serde_json::Value> {
     use facegate::challenge::{performed, steps_for_seed, verify_track, Step};
     if !(fps > 0.0) {
         return Err(FacegateError::InvalidInput("--fps must be positive".into()));
     }
     let mut samples = Vec::new();
     let mut per_frame = Vec::new();
+    let mut passive_scores = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let img = read_image_file(f)?;
         let t_ms = (i as f32 * 1000.0 / fps).round() as u32;
         match p.track_sample(&img, t_ms)? {
-            Some((_, _, s)) => {
+            Some((det, _, s)) => {
+                if passive && samples.len() % 3 == 0 {
+                    let model = p.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
+                    passive_scores.push(model.score(&img, &det)?);
+                }
                 samples.push(s);
                 per_frame.push(json!(s));
             }
@@ -390,6 +399,13 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>) -> Resu
             "turn_right": performed(&samples, Step::TurnRight),
         },
     });
+    if passive {
+        passive_scores.sort_by(f32::total_cmp);
+        v["passive_liveness"] = json!({
+            "median": passive_scores.get(passive_scores.len() / 2),
+            "scored_frames": passive_scores.len(),
+        });
+    }
     if let Some(seed) = seed {
         let seed = hex::decode(seed).map_err(|e| FacegateError::InvalidInput(format!("--seed is not hex: {e}")))?;
         v["challenge"] = match verify_track(&seed, &samples) {

@@ -3,6 +3,8 @@
 //! - `test`: every test (installs what a fresh Debian machine lacks first).
 //! - `demo`: build everything and run the demo.
 //! - `bench`: native per-stage timings.
+//! - `bench-server [N] [CONCURRENCY]`: load benchmark of the carrier server
+//!   (SQLite and PostgreSQL): verifications per second and latency percentiles.
 //! - `build-wasm [web|nodejs]`: the wasm package (wasm-bindgen, wasm-opt).
 //! - `build-www`: the servable widget + demo page in target/www (wasm,
 //!   models, brotli siblings) and its size report.
@@ -12,6 +14,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod eval;
+
+/// Today's date (UTC) for reports, from `date`.
+fn today() -> String {
+    Command::new("date").args(["-u", "+%Y-%m-%d"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+/// The CPU model and core count, so figures say what they were taken on.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {cores} cores")
+}
 
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
@@ -69,10 +88,6 @@ fn setup() -> Result<(), String> {
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
-    if have("wasm-opt", "--version").is_none() {
-        // optional: smaller wasm; failure to install is not fatal
-        let _ = apt_install(&["binaryen"]);
-    }
     fetch_models()?;
     Ok(())
 }
@@ -115,30 +130,48 @@ fn fetch_models() -> Result<(), String> {
 }
 
 /// Build the wasm package into `out` for a wasm-bindgen target (web or nodejs).
+/// The browser package (web) is shrunk with binaryen's wasm-opt -Oz, pinned
+/// in xtask/npm (about 30 % smaller; it takes a few minutes, so the Node
+/// test package skips it and results are cached by the input's sha256).
 fn build_wasm(target: &str, out: &Path) -> Result<(), String> {
     run(cargo().args(["build", "--lib", "--target", "wasm32-unknown-unknown", "--profile", "wasm"]))?;
     let wasm = root().join("target/wasm32-unknown-unknown/wasm/facegate.wasm");
     run(Command::new("wasm-bindgen").arg(&wasm).args(["--target", target, "--out-dir"]).arg(out))?;
     let bg = out.join("facegate_bg.wasm");
-    if have("wasm-opt", "--version").is_some() {
-        // Shrinks the module; an old binaryen (Debian 12 ships 108) cannot parse
-        // what current rustc emits, so a failure keeps the unoptimised file.
-        let opt = out.join("facegate_bg.opt.wasm");
-        let ok = run(Command::new("wasm-opt").args(["-O3", "--all-features"]).arg(&bg).arg("-o").arg(&opt)).is_ok();
-        if ok {
-            std::fs::rename(&opt, &bg).map_err(|e| e.to_string())?;
-        } else {
-            eprintln!("xtask: warning: wasm-opt failed; keeping the unoptimised module");
-        }
+    if target == "web" {
+        optimise_wasm(&bg)?;
     }
     let size = std::fs::metadata(&bg).map(|m| m.len()).unwrap_or(0);
     eprintln!("xtask: {} is {:.1} MB", bg.display(), size as f64 / 1e6);
     Ok(())
 }
 
+fn optimise_wasm(bg: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(bg).map_err(|e| e.to_string())?;
+    let cache = root().join("target/wasm-opt-cache").join(format!("{}.wasm", facegate::manifest::sha256_hex(&bytes)));
+    if !cache.exists() {
+        let tools = root().join("xtask/npm");
+        let wasm_opt = tools.join("node_modules/binaryen/bin/wasm-opt");
+        if !wasm_opt.exists() {
+            run(Command::new("npm").current_dir(&tools).args(["ci", "--no-audit", "--no-fund"]))?;
+        }
+        std::fs::create_dir_all(cache.parent().unwrap()).map_err(|e| e.to_string())?;
+        let tmp = cache.with_extension("tmp");
+        // the features rustc enables for wasm32 + simd128
+        let features = ["--enable-simd", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals", "--enable-multivalue", "--enable-reference-types"];
+        run(Command::new("node").arg(&wasm_opt).arg("-Oz").args(features).arg(bg).arg("-o").arg(&tmp))?;
+        std::fs::rename(&tmp, &cache).map_err(|e| e.to_string())?;
+    }
+    std::fs::copy(&cache, bg).map(|_| ()).map_err(|e| e.to_string())
+}
+
 fn test() -> Result<(), String> {
     setup()?;
-    run(cargo().args(["test", "--workspace", "--release"]))?;
+    // the server's suites run against SQLite and a real PostgreSQL
+    let pg = Postgres::start()?;
+    let tests = run(cargo().args(["test", "--workspace", "--release"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
+    pg.stop();
+    tests?;
     // the wasm32 build of the whole crate, then the real pipeline inside wasm under Node
     let pkg = root().join("target/wasm-node");
     build_wasm("nodejs", &pkg)?;
@@ -149,6 +182,63 @@ fn test() -> Result<(), String> {
     run(Command::new("npm").current_dir(&browser_tests).args(["ci", "--no-audit", "--no-fund"]))?;
     run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))?;
     Ok(())
+}
+
+/// A throwaway PostgreSQL server from Debian's packages (installed when
+/// missing) on a free loopback port, with an empty `facegate_test` database.
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    user: Option<&'static str>,
+    url: String,
+}
+
+impl Postgres {
+    fn bin_dir() -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("postgres").exists()).collect();
+        dirs.sort();
+        dirs.pop()
+    }
+
+    /// A command run as the `postgres` user when we are root (initdb refuses
+    /// to run as root), as ourselves otherwise.
+    fn command(&self, program: &str) -> Command {
+        match self.user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(self.bin.join(program));
+                c
+            }
+            None => Command::new(self.bin.join(program)),
+        }
+    }
+
+    fn start() -> Result<Postgres, String> {
+        if Self::bin_dir().is_none() {
+            apt_install(&["postgresql"])?;
+        }
+        let bin = Self::bin_dir().ok_or("PostgreSQL binaries not found under /usr/lib/postgresql")?;
+        let root_user = have("id", "-u").map(|u| u.trim() == "0").unwrap_or(false);
+        let data = std::env::temp_dir().join(format!("facegate-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let user = root_user.then_some("postgres");
+        if root_user {
+            run(Command::new("chown").arg("postgres:postgres").arg(&data))?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let pg = Postgres { bin, data: data.clone(), user, url: format!("postgres://facegate@127.0.0.1:{port}/facegate_test") };
+        run(pg.command("initdb").args(["--no-sync", "-U", "facegate", "--auth=trust", "-D"]).arg(data.join("db")))?;
+        let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", data.display());
+        run(pg.command("pg_ctl").args(["-w", "-s", "-D"]).arg(data.join("db")).args(["-l"]).arg(data.join("log")).args(["-o", &options, "start"]))?;
+        run(pg.command("createdb").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "facegate", "facegate_test"]))?;
+        Ok(pg)
+    }
+
+    fn stop(&self) {
+        let _ = run(self.command("pg_ctl").args(["-w", "-s", "-m", "fast", "-D"]).arg(self.data.join("db")).arg("stop"));
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
 }
 
 /// Where `build-www` puts the servable site.
@@ -307,6 +397,144 @@ fn bench() -> Result<(), String> {
     Ok(())
 }
 
+/// A loopback load generator for the carrier server: `concurrency` clients
+/// run `n` verifications end to end (create session with the API key →
+/// register a device key → signed result → read the decision record), on
+/// SQLite and on PostgreSQL. The results are real Ed25519-signed results
+/// with synthetic tracks and templates: the server's work is the real one.
+fn bench_server(n: usize, concurrency: usize) -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "facegate-server"]))?;
+    let pg = Postgres::start()?;
+    let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let sqlite = dir.join("bench.db").display().to_string();
+    let mut rows = Vec::new();
+    for (label, db) in [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())] {
+        let row = load_run(label, db, n, concurrency);
+        match row {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                pg.stop();
+                return Err(e);
+            }
+        }
+    }
+    pg.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{:<12}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}", "database", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50");
+    for r in &rows {
+        println!("{:<12}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}", r.0, n, concurrency, r.1, r.2, r.3, r.4, r.5);
+    }
+    Ok(())
+}
+
+type LoadRow = (&'static str, f64, f64, f64, f64, f64);
+
+fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Result<LoadRow, String> {
+    use serde_json::{json, Value};
+    const KEY: &str = "bench-api-key-0123456789";
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let mut server = Command::new(root().join("target/release/facegate-server"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db, "--rate-limit-per-minute", "100000000"])
+        .env("FACEGATE_API_KEY", KEY)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let base = format!("http://127.0.0.1:{port}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    if !up {
+        let _ = server.kill();
+        return Err("server did not start".into());
+    }
+    let post = |url: &str, key: Option<&str>, body: &str| -> Result<Value, String> {
+        let mut r = ureq::post(url).set("content-type", "application/json");
+        if let Some(k) = key {
+            r = r.set("x-api-key", k);
+        }
+        r.send_string(body).map_err(|e| e.to_string())?.into_json().map_err(|e| e.to_string())
+    };
+    let verify_one = |i: usize| -> Result<(f64, f64), String> {
+        let started = Instant::now();
+        let session = post(&format!("{base}/v1/sessions"), Some(KEY), &json!({"order_id": format!("{label}-order-{i}"), "subscriber_id": format!("{label}-sub-{i}")}).to_string())?;
+        let id = session["session_id"].as_str().ok_or("no session id")?.to_string();
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let key = facegate::signed::DeviceKey::from_seed(seed);
+        let config = post(&format!("{base}/v1/sessions/{id}/device-key"), None, &json!({"public_key": key.public_key_hex()}).to_string())?["session_config"].clone();
+        let challenge_seed = hex::decode(config["challenge_seed"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let steps = facegate::challenge::steps_for_seed(&challenge_seed);
+        let track = facegate::challenge::synthetic_track(&steps);
+        let transcript = facegate::challenge::verify_track(&challenge_seed, &track).map_err(|e| format!("{e:?}"))?;
+        // a distinct unit vector per verification, so the duplicate check
+        // (1:N over the stored templates) does real work and finds nothing
+        let v: Vec<f32> = (0..256).map(|k| ((k as f32 + 1.0) * (i as f32 * 0.37 + 1.3)).sin()).collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let embedding = facegate::embed::Embedding(v.into_iter().map(|a| a / norm).collect());
+        let transform = facegate::template::TransformKey::from_hex(config["transform_key"].as_str().unwrap_or_default(), 256).map_err(|e| e.to_string())?;
+        let models = session["accepted_models"].as_object().ok_or("no models")?;
+        let result = facegate::signed::VerificationResult {
+            version: facegate::signed::PROTOCOL_VERSION,
+            session_id: id.clone(),
+            nonce: config["nonce"].as_str().unwrap_or_default().into(),
+            issued_at_ms: 1,
+            match_score: 0.93,
+            passive_liveness: 0.9,
+            active_liveness: facegate::signed::ActiveLiveness { steps, transcript, track },
+            models: facegate::pipeline::PipelineOptions::default().model_names().into_iter().map(|m| { let sha = models[&m].as_str().unwrap_or_default().to_string(); (m, sha) }).collect(),
+            widget_version: "bench".into(),
+            template: transform.protect(&embedding).map_err(|e| e.to_string())?,
+            decision: facegate::signed::ClientDecision { pass: true, reason: "ok".into() },
+            device_public_key: key.public_key_hex(),
+            evidence: None,
+        };
+        let wire = key.sign(result).map_err(|e| e.to_string())?.to_json().map_err(|e| e.to_string())?;
+        let submit_started = Instant::now();
+        let answer = post(&format!("{base}/v1/sessions/{id}/result"), None, &wire)?;
+        let submit_ms = submit_started.elapsed().as_secs_f64() * 1e3;
+        if answer["decision"] != "pass" {
+            return Err(format!("verification {i} answered {answer}"));
+        }
+        ureq::get(&format!("{base}/v1/sessions/{id}")).set("x-api-key", KEY).call().map_err(|e| e.to_string())?;
+        Ok((started.elapsed().as_secs_f64() * 1e3, submit_ms))
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Result<(f64, f64), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            break mine;
+                        }
+                        mine.push(verify_one(i));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut ok: Vec<(f64, f64)> = Vec::new();
+    for r in results {
+        ok.push(r?);
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let mut total: Vec<f64> = ok.iter().map(|r| r.0).collect();
+    let mut submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
+    Ok((label, n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5)))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let res = match args.first().map(String::as_str) {
@@ -316,12 +544,14 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("fetch-models") => fetch_models(),
         Some("build-www") => build_www(),
+        Some("eval") => run(cargo().args(["build", "--release", "--bin", "facegate"])).and_then(|_| eval::eval(&args[1..], &root())),
+        Some("bench-server") => bench_server(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400), args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8)),
         Some("build-wasm") => {
             let target = args.get(1).map(String::as_str).unwrap_or("web");
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,114 @@
+//! Abuse limits that live in memory: requests per client address per minute
+//! on the browser-facing routes, and refused submissions per session. Both
+//! are fixed windows kept in a mutex-guarded map and pruned by the sweeper;
+//! attempt limits that must survive restarts (per order, per subscriber)
+//! are counted in the database instead.
+
+use crate::api::{now_ms, Shared};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+const WINDOW_MS: i64 = 60_000;
+
+/// At most `per_minute` requests per key in each one-minute window.
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter { per_minute, windows: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts one request; false when the key is over its limit.
+    pub fn allow(&self, key: IpAddr, now: i64) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = windows.entry(key).or_insert((now, 0));
+        if now - entry.0 >= WINDOW_MS {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
+
+    /// Drop windows that ended (called by the sweeper).
+    pub fn prune(&self, now: i64) {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, w| now - w.0 < WINDOW_MS);
+    }
+}
+
+/// A per-key counter (refused submissions per session), remembering when
+/// each key was first counted.
+#[derive(Default)]
+pub struct Counter {
+    counts: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+impl Counter {
+    pub fn get(&self, key: &str) -> u32 {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(key).map_or(0, |c| c.0)
+    }
+
+    pub fn add(&self, key: &str, now: i64) {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_insert((0, now)).0 += 1;
+    }
+
+    /// Forget keys first counted more than `max_age_ms` ago (sessions that
+    /// have expired since).
+    pub fn prune(&self, now: i64, max_age_ms: i64) {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, c| now - c.1 <= max_age_ms);
+    }
+}
+
+/// Middleware for the browser-facing routes. The address is the TCP peer:
+/// behind a reverse proxy, the proxy should enforce its own per-client limit.
+pub async fn per_address(State(state): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request, next: Next) -> Response {
+    if !state.per_address.allow(peer.ip(), now_ms()) {
+        let body = serde_json::json!({"error": "rate_limited", "message": "too many requests from this address; try again in a minute"});
+        return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    }
+    next.run(request).await
+}
+
+/// Every `period`: expire open sessions past their expiry (their nonces can
+/// never be used) and prune the in-memory limit tables.
+pub fn spawn_sweeper(state: Shared, period: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let now = now_ms();
+            match state.db.expire_sessions(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired sessions swept"),
+                Err(e) => tracing::error!(error = %e, "session sweep failed"),
+            }
+            state.per_address.prune(now);
+            state.failed_submissions.prune(now, state.config.session_ttl_ms);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_window_per_address() {
+        let limiter = RateLimiter::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!((0..3).all(|i| limiter.allow(a, 1000 + i)));
+        assert!(!limiter.allow(a, 1010), "fourth request in the window");
+        assert!(limiter.allow(b, 1010), "other addresses are not affected");
+        assert!(limiter.allow(a, 1000 + WINDOW_MS), "a new window");
+        limiter.prune(1000 + 3 * WINDOW_MS);
+        assert!(limiter.windows.lock().unwrap().is_empty());
+    }
+}

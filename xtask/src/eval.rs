@@ -1,0 +1,478 @@
+//! `cargo xtask eval`: accuracy of the whole pipeline on labelled data, in
+//! one command. Every figure comes from the release `facegate` CLI (the same
+//! code the widget runs) on real files; this module only picks the data,
+//! makes the attack clips, draws the ROC and writes the report.
+//!
+//! ```text
+//! cargo xtask eval [--data DIR] [--out DIR] [--key HEX]
+//!                  [--pairs CSV --images DIR] [--boxes XML|CSV [--box-images DIR]]
+//!                  [--liveness CSV --liveness-images DIR] [--clips CSV]
+//! ```
+//! Without flags it reads `../shared/data` (lfw-dev pairs, dlib-faces boxes,
+//! nuaa-dev attacks, faces stills and footage) and `xtask/eval/clips.csv`.
+//! Output: a table on stdout, `report.json`, `report.md` and `roc.svg` in
+//! `target/eval/` (or `--out`).
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Frame rate of the generated attack clips and the decoded footage: the
+/// widget samples the camera at about this rate on a mid-range phone.
+const CLIP_FPS: u32 = 15;
+/// Length of each generated attack clip, seconds.
+const ATTACK_SECONDS: u32 = 3;
+/// Challenge seeds each clip is verified against (the server's check).
+const SEEDS: u32 = 32;
+
+struct Sources {
+    pairs: Option<(PathBuf, PathBuf)>,
+    boxes: Vec<(PathBuf, PathBuf)>,
+    liveness: Option<(PathBuf, PathBuf)>,
+    clips: Option<PathBuf>,
+    /// Folder that clip files and attack stills are relative to.
+    data: PathBuf,
+    out: PathBuf,
+    key: String,
+}
+
+fn parse(args: &[String], root: &Path) -> Result<Sources, String> {
+    let mut flags = std::collections::HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let name = a.strip_prefix("--").ok_or_else(|| format!("unexpected argument {a}"))?;
+        let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+        flags.insert(name.to_string(), PathBuf::from(value));
+    }
+    for k in flags.keys() {
+        if !["data", "out", "key", "pairs", "images", "boxes", "box-images", "liveness", "liveness-images", "clips"].contains(&k.as_str()) {
+            return Err(format!("unknown flag --{k}"));
+        }
+    }
+    let data = flags.get("data").cloned().unwrap_or_else(|| root.join("../shared/data"));
+    let given = |k: &str| flags.get(k).cloned();
+    let default_if = |p: PathBuf| p.exists().then_some(p);
+    let pairs = match given("pairs") {
+        Some(csv) => Some((csv, given("images").ok_or("--pairs needs --images")?)),
+        None => default_if(data.join("lfw-dev/pairs.csv")).map(|c| (c, data.join("lfw-dev/images"))),
+    };
+    let boxes = match given("boxes") {
+        Some(f) => {
+            let dir = given("box-images").unwrap_or_else(|| f.parent().unwrap_or(Path::new(".")).to_path_buf());
+            vec![(f, dir)]
+        }
+        None => ["training.xml", "testing.xml"]
+            .iter()
+            .filter_map(|n| default_if(data.join("dlib-faces").join(n)))
+            .map(|f| (f, data.join("dlib-faces")))
+            .collect(),
+    };
+    let liveness = match given("liveness") {
+        Some(csv) => Some((csv, given("liveness-images").ok_or("--liveness needs --liveness-images")?)),
+        None => default_if(data.join("nuaa-dev/labels.csv")).map(|c| (c, data.join("nuaa-dev"))),
+    };
+    let clips = given("clips").or_else(|| default_if(root.join("xtask/eval/clips.csv")));
+    let key = flags
+        .get("key")
+        .map(|k| k.display().to_string())
+        .unwrap_or_else(|| "5eed".repeat(16));
+    let out = flags.get("out").cloned().unwrap_or_else(|| root.join("target/eval"));
+    Ok(Sources { pairs, boxes, liveness, clips, data, out, key })
+}
+
+/// Runs the release CLI with `--json` and parses what it prints.
+fn facegate(root: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(root.join("target/release/facegate"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .map_err(|e| format!("facegate: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("facegate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("facegate {}: bad JSON: {e}", args.first().unwrap_or(&"")))
+}
+
+pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
+    let src = parse(args, root)?;
+    std::fs::create_dir_all(&src.out).map_err(|e| e.to_string())?;
+    let mut report = json!({
+        "date": crate::today(),
+        "machine": crate::machine(),
+        "key": "the transform key is a fixed evaluation key (not secret); --key changes it",
+    });
+    let mut table: Vec<(String, String, String)> = Vec::new();
+
+    if let Some((csv, images)) = &src.pairs {
+        eprintln!("eval: verification pairs {}", csv.display());
+        let v = facegate(root, &["pairs", &csv.to_string_lossy(), "--images", &images.to_string_lossy(), "--protected", "--key", &src.key])?;
+        let section = verification_section(&v, csv, &src.out)?;
+        let from = csv.display().to_string();
+        for (domain, m) in [("raw", &section["raw"]), ("protected", &section["protected"])] {
+            table.push((format!("verification {domain}: AUC"), format!("{:.4}", f(&m["auc"])), from.clone()));
+            table.push((format!("verification {domain}: EER"), pct(&m["eer"]), from.clone()));
+            table.push((format!("verification {domain}: TAR @ FAR 1e-2"), pct(&m["tar_at_far_1e-2"]), from.clone()));
+            table.push((format!("verification {domain}: TAR @ FAR 1e-3"), pct(&m["tar_at_far_1e-3"]), from.clone()));
+        }
+        let u = &section["unlinkability"];
+        table.push((
+            "cross-carrier same person accepted".into(),
+            pct(&u["cross_key_same_person"]["accepted_at_threshold"]),
+            from.clone(),
+        ));
+        report["verification"] = section;
+    }
+
+    if !src.boxes.is_empty() {
+        let mut sets = Vec::new();
+        let (mut faces, mut found, mut fps, mut imgs) = (0u64, 0u64, 0u64, 0u64);
+        for (labels, dir) in &src.boxes {
+            eprintln!("eval: detection boxes {}", labels.display());
+            let v = facegate(root, &["detect-eval", &labels.to_string_lossy(), "--images", &dir.to_string_lossy()])?;
+            let m = &v["metrics"];
+            faces += m["faces"].as_u64().unwrap_or(0);
+            found += m["found"].as_u64().unwrap_or(0);
+            fps += m["false_positives"].as_u64().unwrap_or(0);
+            imgs += m["images"].as_u64().unwrap_or(0);
+            sets.push(json!({"labels": labels.display().to_string(), "metrics": m, "detector": v["detector"]}));
+        }
+        let recall = found as f64 / faces.max(1) as f64;
+        let from = src.boxes.iter().map(|b| b.0.display().to_string()).collect::<Vec<_>>().join(" + ");
+        table.push(("detection recall (IoU >= 0.5)".into(), format!("{:.1} % ({found}/{faces})", recall * 100.0), from.clone()));
+        table.push(("detection false positives".into(), format!("{fps} in {imgs} images"), from));
+        report["detection"] = json!({"sets": sets, "faces": faces, "found": found, "recall": recall, "false_positives": fps, "images": imgs});
+    }
+
+    if let Some((csv, dir)) = &src.liveness {
+        eprintln!("eval: passive liveness {}", csv.display());
+        let v = facegate(root, &["liveness-set", &csv.to_string_lossy(), "--images", &dir.to_string_lossy()])?;
+        let m = &v["metrics"];
+        let from = csv.display().to_string();
+        table.push(("passive liveness APCER".into(), pct(&m["apcer"]), from.clone()));
+        table.push(("passive liveness BPCER".into(), pct(&m["bpcer"]), from.clone()));
+        table.push(("passive liveness EER".into(), pct(&m["eer"]), from));
+        report["passive_liveness"] = json!({"labels": csv.display().to_string(), "metrics": m});
+    }
+
+    let active = active_liveness(root, &src)?;
+    if let Some(a) = &active {
+        let from = src.clips.as_ref().map(|c| c.display().to_string()).unwrap_or_default();
+        table.push((
+            "active: labelled step recognised (bona fide)".into(),
+            format!("{}/{}", a["bona_fide"]["recognised"], a["bona_fide"]["clips"]),
+            from.clone(),
+        ));
+        for kind in ["still", "shaken", "tilted"] {
+            let k = &a["attacks"][kind];
+            table.push((
+                format!("active APCER, {kind} photo: any step / full challenge"),
+                format!("{} / {}", pct(&k["any_step_rate"]), pct(&k["challenge_pass_rate"])),
+                format!("{} stills from {}", k["clips"], src.data.display()),
+            ));
+            table.push((
+                format!("passive APCER on {kind}-photo clips"),
+                pct(&k["passive_apcer"]),
+                format!("median passive score per clip, threshold {}", a["passive_threshold"]),
+            ));
+        }
+    }
+    if let Some(a) = active {
+        report["active_liveness"] = a;
+    }
+
+    let w = table.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    let wv = table.iter().map(|r| r.1.len()).max().unwrap_or(10);
+    println!("{:<w$}  {:>wv$}  from", "figure", "value");
+    let mut md = format!(
+        "# facegate eval, {}\n\nMachine: {}. Reproduce with `cargo xtask eval`.\n\n| figure | value | from |\n|---|---|---|\n",
+        report["date"].as_str().unwrap_or(""),
+        report["machine"].as_str().unwrap_or("")
+    );
+    for (name, value, from) in &table {
+        println!("{name:<w$}  {value:>wv$}  {from}");
+        md.push_str(&format!("| {name} | {value} | {from} |\n"));
+    }
+    if let Some(v) = report.get("verification") {
+        md.push_str("\n![ROC](roc.svg)\n\nWorst pairs (raw domain):\n\n");
+        for k in ["worst_genuine", "worst_impostor"] {
+            for p in v[k].as_array().into_iter().flatten() {
+                md.push_str(&format!("- {k}: {} vs {}, score {:.4}\n", p["file_x"].as_str().unwrap_or(""), p["file_y"].as_str().unwrap_or(""), f(&p["score"])));
+            }
+        }
+    }
+    std::fs::write(src.out.join("report.json"), serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
+    std::fs::write(src.out.join("report.md"), md).map_err(|e| e.to_string())?;
+    println!("wrote {}/report.json, report.md, roc.svg", src.out.display());
+    Ok(())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn pct(v: &Value) -> String {
+    format!("{:.1} %", f(v) * 100.0)
+}
+
+/// Metrics in both domains, the worst pairs, and the ROC plot.
+fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, String> {
+    let rows = v["pairs"].as_array().ok_or("pairs output without rows")?;
+    let scored = |key: &str| -> Vec<(f64, bool)> {
+        rows.iter()
+            .filter_map(|r| Some((r[key].as_f64()?, r["same"].as_bool()?)))
+            .collect()
+    };
+    let (raw, protected) = (scored("score"), scored("protected_score"));
+    let raw_metrics = &v["raw_metrics"];
+    let protected_metrics = &v["metrics"];
+    let threshold = f(&raw_metrics["threshold"]);
+    let mut sorted: Vec<&Value> = rows.iter().filter(|r| r["score"].is_number()).collect();
+    sorted.sort_by(|a, b| f(&a["score"]).total_cmp(&f(&b["score"])));
+    let pick = |same: bool, lowest: bool| -> Vec<Value> {
+        let it: Box<dyn Iterator<Item = &&Value>> = if lowest { Box::new(sorted.iter()) } else { Box::new(sorted.iter().rev()) };
+        it.filter(|r| r["same"].as_bool() == Some(same)).take(3).map(|r| (*r).clone()).collect()
+    };
+    let svg = roc_svg(
+        &[("raw embeddings", &raw, "#1b5e9f", f(&raw_metrics["auc"])), ("protected templates", &protected, "#c2410c", f(&protected_metrics["auc"]))],
+        threshold,
+        &format!("ROC, {} ({} pairs)", csv.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), raw.len()),
+    );
+    std::fs::write(out.join("roc.svg"), svg).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "pairs": csv.display().to_string(),
+        "embedder": v["embedder"],
+        "failed_pairs": v["failed_pairs"],
+        "threshold": threshold,
+        "raw": raw_metrics,
+        "protected": protected_metrics,
+        "template": v["template"],
+        "unlinkability": v["unlinkability"],
+        "worst_genuine": pick(true, true),
+        "worst_impostor": pick(false, false),
+        "roc": out.join("roc.svg").display().to_string(),
+    }))
+}
+
+/// TAR against FAR on a log FAR axis (1e-3 .. 1), one curve per domain, the
+/// operating threshold marked on each.
+fn roc_svg(curves: &[(&str, &[(f64, bool)], &str, f64)], threshold: f64, title: &str) -> String {
+    let (w, h, left, top, pw, ph) = (640.0, 460.0, 70.0, 40.0, 540.0, 360.0);
+    let min_log = -3.0f64;
+    let x = |far: f64| left + (far.max(1e-3).log10() - min_log) / -min_log * pw;
+    let y = |tar: f64| top + (1.0 - tar) * ph;
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' viewBox='0 0 {w} {h}' font-family='sans-serif' font-size='12'>\n\
+         <rect width='100%' height='100%' fill='white'/>\n<text x='{}' y='22' text-anchor='middle' font-size='14'>{title}</text>\n",
+        left + pw / 2.0
+    );
+    for d in 0..=3 {
+        let far = 10f64.powi(-d);
+        let xx = x(far);
+        s += &format!("<line x1='{xx:.1}' y1='{top}' x2='{xx:.1}' y2='{}' stroke='#ddd'/><text x='{xx:.1}' y='{}' text-anchor='middle'>1e-{d}</text>\n", top + ph, top + ph + 16.0);
+    }
+    for t in 0..=10 {
+        let tar = t as f64 / 10.0;
+        let yy = y(tar);
+        s += &format!("<line x1='{left}' y1='{yy:.1}' x2='{}' y2='{yy:.1}' stroke='#eee'/><text x='{}' y='{:.1}' text-anchor='end'>{tar:.1}</text>\n", left + pw, left - 6.0, yy + 4.0);
+    }
+    s += &format!(
+        "<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='none' stroke='#333'/>\n\
+         <text x='{}' y='{}' text-anchor='middle'>false accept rate (log)</text>\n\
+         <text x='16' y='{}' text-anchor='middle' transform='rotate(-90 16 {})'>true accept rate</text>\n",
+        left + pw / 2.0,
+        h - 14.0,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    for (i, (name, scores, colour, auc)) in curves.iter().enumerate() {
+        let pts = facegate::metrics::roc(scores);
+        let path: Vec<String> = pts.iter().filter(|p| p.0 > 0.0).map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1))).collect();
+        s += &format!("<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/>\n", path.join(" "));
+        // operating point: the last ROC point whose threshold is still >= the policy threshold
+        if let Some(op) = pts.iter().filter(|p| p.2 >= threshold).last() {
+            s += &format!("<circle cx='{:.1}' cy='{:.1}' r='5' fill='none' stroke='{colour}' stroke-width='2'/>\n", x(op.0), y(op.1));
+        }
+        let ly = top + ph - 40.0 + i as f64 * 18.0;
+        s += &format!(
+            "<line x1='{}' y1='{ly:.1}' x2='{}' y2='{ly:.1}' stroke='{colour}' stroke-width='2'/><text x='{}' y='{:.1}'>{name} (AUC {auc:.4})</text>\n",
+            left + pw - 230.0,
+            left + pw - 205.0,
+            left + pw - 200.0,
+            ly + 4.0
+        );
+    }
+    s += &format!("<text x='{}' y='{}' fill='#555'>circles: the policy threshold {threshold:.2}</text>\n", left + 8.0, top + 16.0);
+    s + "</svg>\n"
+}
+
+/// One clip for the active-liveness figures: frames decoded or generated
+/// into a folder.
+struct Clip {
+    name: String,
+    bona_fide: bool,
+    kind: String,
+    /// For bona fide clips: the steps the person performs (labelled by eye).
+    performs: Vec<String>,
+    frames: Vec<PathBuf>,
+}
+
+fn frames_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    v.sort();
+    v
+}
+
+fn ffmpeg(args: &[&str]) -> Result<(), String> {
+    let st = Command::new("ffmpeg").args(["-loglevel", "error", "-y"]).args(args).status().map_err(|e| format!("ffmpeg: {e} (cargo xtask setup installs it)"))?;
+    st.success().then_some(()).ok_or_else(|| format!("ffmpeg failed: {}", args.join(" ")))
+}
+
+/// A photograph presented to the camera, three ways: held still; shaken
+/// (in-plane rotation and sway, as a hand holding a print); tilted (swung
+/// about its vertical axis, the classic try at faking a head turn with a
+/// print — the perspective squeezes one side of the face as a real turn
+/// would).
+fn attack_filter(kind: &str) -> String {
+    let n = CLIP_FPS * ATTACK_SECONDS;
+    match kind {
+        "still" => "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray".to_string(),
+        "shaken" => format!(
+            "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,rotate='0.12*sin(2*PI*t*1.3)':fillcolor=gray,\
+             crop=iw*0.9:ih*0.9:'iw*0.05+iw*0.04*sin(2*PI*t*0.9)':'ih*0.05+ih*0.03*cos(2*PI*t*1.1)'"
+        ),
+        _ => {
+            // corners move so the right or the left edge recedes, one cycle per clip
+            let a = format!("max(0,sin(2*PI*on/{n}))");
+            let b = format!("max(0,-sin(2*PI*on/{n}))");
+            format!(
+                "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,perspective=\
+                 x0='W*0.18*{a}':y0='H*0.1*{a}':x1='W-W*0.18*{b}':y1='H*0.1*{b}':\
+                 x2='W*0.18*{a}':y2='H-H*0.1*{a}':x3='W-W*0.18*{b}':y3='H-H*0.1*{b}':sense=destination:eval=frame"
+            )
+        }
+    }
+}
+
+fn attack_stills(src: &Sources) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = frames_in(&src.data.join("faces"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_string_lossy().to_lowercase().as_str())))
+        .collect();
+    // every sixth NUAA print photo: 12 more subjects' prints, already
+    // re-captured through a webcam
+    v.extend(frames_in(&src.data.join("nuaa-dev/attack_print")).into_iter().step_by(6));
+    v
+}
+
+fn clips(src: &Sources, work: &Path) -> Result<Vec<Clip>, String> {
+    let mut out = Vec::new();
+    if let Some(csv) = &src.clips {
+        let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
+        for (i, line) in text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.starts_with('#')).enumerate() {
+            // file,start_s,duration_s,label,performs (steps separated by '+')
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f.len() < 5 {
+                return Err(format!("{}: short line {line}", csv.display()));
+            }
+            let dir = work.join(format!("clip{i}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let file = src.data.join(f[0]);
+            ffmpeg(&["-ss", f[1], "-t", f[2], "-i", &file.to_string_lossy(), "-vf", &format!("fps={CLIP_FPS}"), &dir.join("f_%04d.png").to_string_lossy()])?;
+            out.push(Clip {
+                name: format!("{} {}+{}s", f[0], f[1], f[2]),
+                bona_fide: f[3] == "bona_fide",
+                kind: f[3].to_string(),
+                performs: f[4].split('+').filter(|s| !s.is_empty()).map(String::from).collect(),
+                frames: frames_in(&dir),
+            });
+        }
+    }
+    for (i, still) in attack_stills(src).iter().enumerate() {
+        for kind in ["still", "shaken", "tilted"] {
+            let dir = work.join(format!("attack{i}_{kind}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            ffmpeg(&[
+                "-loop", "1", "-framerate", &CLIP_FPS.to_string(), "-t", &ATTACK_SECONDS.to_string(),
+                "-i", &still.to_string_lossy(), "-vf", &attack_filter(kind), &dir.join("f_%04d.png").to_string_lossy(),
+            ])?;
+            let name = still.strip_prefix(&src.data).unwrap_or(still).display().to_string();
+            out.push(Clip { name, bona_fide: false, kind: kind.into(), performs: Vec::new(), frames: frames_in(&dir) });
+        }
+    }
+    Ok(out)
+}
+
+/// For every clip: the CLI's track (head pose and eye openness per frame)
+/// and median passive score; then which steps the track performs and how
+/// many of SEEDS random challenges it would pass at the server.
+fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
+    use facegate::challenge::{verify_track, TrackSample};
+    let work = src.out.join("clips");
+    let _ = std::fs::remove_dir_all(&work);
+    let clips = clips(src, &work)?;
+    if clips.is_empty() {
+        return Ok(None);
+    }
+    let threshold = facegate::pipeline::Pipeline::load_native(&Default::default())
+        .map_err(|e| e.to_string())?
+        .liveness
+        .map(|l| l.threshold as f64)
+        .unwrap_or(0.5);
+    let mut per_clip = Vec::new();
+    for (i, c) in clips.iter().enumerate() {
+        eprintln!("eval: clip {}/{} {} ({})", i + 1, clips.len(), c.name, c.kind);
+        let mut args: Vec<String> = vec!["track".into(), "--fps".into(), CLIP_FPS.to_string(), "--passive".into()];
+        args.extend(c.frames.iter().map(|f| f.display().to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v = facegate(root, &refs)?;
+        let track: Vec<TrackSample> = v["frames"].as_array().into_iter().flatten().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect();
+        let passes = (0..SEEDS)
+            .filter(|s| {
+                let seed = format!("eval-seed-{s}").into_bytes();
+                verify_track(&seed, &track).is_ok()
+            })
+            .count();
+        let performed: Vec<&str> = ["blink", "turn_left", "turn_right"].into_iter().filter(|k| v["performed"][k] == true).collect();
+        per_clip.push(json!({
+            "clip": c.name,
+            "kind": c.kind,
+            "bona_fide": c.bona_fide,
+            "frames": c.frames.len(),
+            "faces_found": v["faces_found"],
+            "performed": performed,
+            "labelled": c.performs,
+            "recognised": c.performs.iter().all(|p| performed.contains(&p.as_str())),
+            "challenge_passes": passes,
+            "challenges_tried": SEEDS,
+            "passive_median": v["passive_liveness"]["median"],
+        }));
+    }
+    // the clips' frames are only needed for this run
+    let _ = std::fs::remove_dir_all(&work);
+    let bona: Vec<&Value> = per_clip.iter().filter(|c| c["bona_fide"] == true).collect();
+    let mut attacks = json!({});
+    for kind in ["still", "shaken", "tilted"] {
+        let k: Vec<&Value> = per_clip.iter().filter(|c| c["kind"] == kind).collect();
+        let n = k.len().max(1) as f64;
+        let with_passive: Vec<f64> = k.iter().filter_map(|c| c["passive_median"].as_f64()).collect();
+        attacks[kind] = json!({
+            "clips": k.len(),
+            "any_step_rate": k.iter().filter(|c| c["performed"].as_array().is_some_and(|a| !a.is_empty())).count() as f64 / n,
+            "challenge_pass_rate": k.iter().map(|c| c["challenge_passes"].as_u64().unwrap_or(0)).sum::<u64>() as f64 / (n * SEEDS as f64),
+            "passive_apcer": with_passive.iter().filter(|s| **s >= threshold).count() as f64 / with_passive.len().max(1) as f64,
+            "passive_scored": with_passive.len(),
+        });
+    }
+    Ok(Some(json!({
+        "clips_from": src.clips.as_ref().map(|c| c.display().to_string()),
+        "fps": CLIP_FPS,
+        "passive_threshold": threshold,
+        "bona_fide": {
+            "clips": bona.len(),
+            "recognised": bona.iter().filter(|c| c["recognised"] == true).count(),
+            "passive_bpcer": bona.iter().filter(|c| c["passive_median"].as_f64().is_some_and(|s| s < threshold)).count() as f64 / bona.len().max(1) as f64,
+        },
+        "attacks": attacks,
+        "per_clip": per_clip,
+    })))
+}
