@@ -99,6 +99,16 @@ impl EvidencePackage {
     }
 }
 
+/// The id that envelopes sealed to this carrier public key (hex) carry, so a
+/// server can check an envelope is for the deployment's key without opening it.
+pub fn key_id(carrier_public_key_hex: &str) -> Result<String> {
+    Ok(recipient_key_id(&PublicKey::from(parse_key(carrier_public_key_hex, "carrier escrow key")?)))
+}
+
+/// Largest base64 ciphertext a well-formed envelope can have: the capped
+/// plaintext plus the sealed box's 48 bytes of overhead.
+pub const MAX_CIPHERTEXT_B64: usize = (MAX_PLAINTEXT + 48).div_ceil(3) * 4;
+
 /// The carrier's escrow key pair (kept offline by the carrier).
 pub struct EscrowKeyPair(SecretKey);
 

@@ -161,4 +161,50 @@ impl Pipeline {
         let (_, eb) = self.embed_largest(b)?;
         Ok(compare(&ea, &eb, &self.calibration))
     }
+
+    /// Every stage once on one frame, as the widget runs a frame (detect +
+    /// quality, mesh, passive liveness, align + embed of the largest face),
+    /// each timed with `clock` (ms), with the model runs inside them. For
+    /// benchmarks, natively and in the browser; the same code as the
+    /// pipeline, not a copy of it.
+    pub fn time_stages(&self, img: &RgbImage, clock: fn() -> f64) -> Result<(StageTimes, Vec<crate::runtime::ModelRun>)> {
+        let (times, runs) = crate::runtime::record_runs(clock, || -> Result<StageTimes> {
+            let start = clock();
+            let faces = self.analyze(img)?;
+            let mut t = StageTimes { faces: faces.len(), detect: clock() - start, ..Default::default() };
+            if let Some(face) = largest_report(&faces) {
+                let det = &face.detection;
+                let s = clock();
+                if self.landmarker.is_some() {
+                    self.mesh(img, det)?;
+                }
+                t.landmarks = clock() - s;
+                let s = clock();
+                if let Some(l) = &self.liveness {
+                    l.score(img, det)?;
+                }
+                t.liveness = clock() - s;
+                let s = clock();
+                self.embedder.embed(img, &det.landmarks)?;
+                t.embed = clock() - s;
+            }
+            t.total = clock() - start;
+            Ok(t)
+        });
+        Ok((times?, runs))
+    }
+}
+
+/// Milliseconds per stage of one frame ([`Pipeline::time_stages`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    pub faces: usize,
+    /// Detection and the quality checks of every face found.
+    pub detect: f64,
+    pub landmarks: f64,
+    /// Both MiniFASNet models.
+    pub liveness: f64,
+    /// Alignment and the embedding (two runs with flip averaging).
+    pub embed: f64,
+    pub total: f64,
 }

@@ -75,6 +75,14 @@ pub fn signed_result_test_vector(seed_hex: &str) -> Result<String, JsError> {
 }
 
 #[wasm_bindgen]
+extern "C" {
+    /// `performance.now()`: exists in windows and workers alike.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// One loaded pipeline, owned by the widget's worker.
+#[wasm_bindgen]
 pub struct FaceGate {
     pipeline: Pipeline,
     reference: Option<Embedding>,
@@ -196,6 +204,37 @@ impl FaceGate {
     pub fn analyze_frame(&self, width: u32, height: u32, rgba: &[u8], with_match: bool) -> Result<JsValue, JsError> {
         let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
         to_js(&self.frame_report(&img, with_match).map_err(js_err)?)
+    }
+
+    /// Benchmark hook: runs every stage once on an RGBA frame and returns
+    /// `{stages: {detect, landmarks, liveness, embed, total} (ms), runs:
+    /// [{model, dims, input, output, ms}]}` with each model input the
+    /// pipeline built (Float32Array), so another runtime can be timed on the
+    /// same floats, and the outputs of every model but the embedder (a raw
+    /// embedding never leaves this object). The inputs are crops of the
+    /// frame the page already holds; the widget never calls this.
+    #[wasm_bindgen(js_name = benchFrame)]
+    pub fn bench_frame(&self, width: u32, height: u32, rgba: &[u8]) -> Result<JsValue, JsError> {
+        let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
+        let (stages, runs) = self.pipeline.time_stages(&img, performance_now).map_err(js_err)?;
+        let out = js_sys::Object::new();
+        let set = |o: &js_sys::Object, k: &str, v: &JsValue| js_sys::Reflect::set(o, &JsValue::from_str(k), v).map(|_| ()).map_err(|_| JsError::new("reflect"));
+        set(&out, "stages", &to_js(&stages)?)?;
+        let list = js_sys::Array::new();
+        for r in runs {
+            let o = js_sys::Object::new();
+            set(&o, "model", &JsValue::from_str(&r.model))?;
+            set(&o, "dims", &to_js(&r.dims)?)?;
+            set(&o, "input", &js_sys::Float32Array::from(&r.input[..]))?;
+            // the embedder's output is a raw embedding: never handed to JS
+            if r.model != self.pipeline.embedder.config.name {
+                set(&o, "output", &js_sys::Float32Array::from(&r.output[..]))?;
+            }
+            set(&o, "ms", &JsValue::from_f64(r.ms))?;
+            list.push(&o);
+        }
+        set(&out, "runs", &list)?;
+        Ok(out.into())
     }
 
     /// Match score (calibrated, 0..1) of two encoded images' largest faces.

@@ -36,6 +36,10 @@ pub struct Config {
     /// Model name → sha256 the server accepts (the manifest's by default).
     pub accepted_models: BTreeMap<String, String>,
     pub escrow_public_key: Option<String>,
+    /// Key id of `escrow_public_key`, checked against each envelope.
+    pub escrow_key_id: Option<String>,
+    /// How long sealed evidence is kept before the sweeper deletes it.
+    pub escrow_retention_ms: i64,
 }
 
 pub struct AppState {
@@ -243,6 +247,21 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
         return Err(bad("invalid_template", "template was not made with this carrier's transform key".into()));
     }
     let template = state.config.storage_key.seal(&r.template).map_err(|e| bad("invalid_template", e.to_string()))?;
+    // evidence escrow: accepted only when this deployment turned it on, only
+    // sealed to its key; without it no pixel is ever accepted
+    let evidence = match (&r.evidence, &state.config.escrow_key_id) {
+        (None, _) => None,
+        (Some(_), None) => return Err(bad("escrow_not_enabled", "this deployment does not accept evidence".into())),
+        (Some(e), Some(key_id)) => {
+            if e.scheme != facegate::escrow::SCHEME || !constant_time_eq(e.recipient_key_id.as_bytes(), key_id.as_bytes()) {
+                return Err(bad("invalid_evidence", "evidence is not sealed to this deployment's escrow key".into()));
+            }
+            if e.ciphertext.len() > facegate::escrow::MAX_CIPHERTEXT_B64 {
+                return Err(bad("invalid_evidence", "evidence is larger than an envelope can be".into()));
+            }
+            Some(serde_json::to_string(e).expect("serialisable"))
+        }
+    };
     // the challenge evidence: the server replays the track against its own seed
     let seed = hex::decode(&s.challenge_seed).unwrap_or_default();
     let challenge = verify_track(&seed, &r.active_liveness.track);
@@ -284,6 +303,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             duplicates: &dup_json,
             decided_ms: now_ms(),
             template: pass.then_some((s.subscriber_id.as_str(), template_json.as_str())),
+            evidence: evidence.as_deref().map(|e| (state.config.escrow_key_id.as_deref().unwrap_or_default(), e)),
         })
         .await?;
     if !stored {
@@ -309,10 +329,28 @@ async fn decision_record(state: &AppState, id: &str) -> Result<Value, ApiError> 
         "decision": s.decision,
         "reason": s.reason,
         "possible_duplicates": duplicates,
+        "evidence_sealed": state.db.evidence(id).await?.is_some(),
         "created_ms": s.created_ms,
         "expires_ms": s.expires_ms,
         "decided_ms": s.decided_ms,
     }))
+}
+
+/// The sealed evidence of a session (carrier back end): the envelope as the
+/// device sealed it; only the carrier's offline escrow secret key opens it.
+async fn get_evidence(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_api_key(&state, &headers)?;
+    let (sealed, created_ms) = state.db.evidence(&id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "no_evidence", "no sealed evidence for this session"))?;
+    let sealed: Value = serde_json::from_str(&sealed).unwrap_or(Value::Null);
+    tracing::info!(session = %id, "sealed evidence read");
+    Ok(Json(json!({"session_id": id, "sealed": sealed, "stored_ms": created_ms})).into_response())
+}
+
+async fn delete_evidence(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_api_key(&state, &headers)?;
+    let n = state.db.delete_evidence(&id).await?;
+    tracing::info!(session = %id, deleted = n, "sealed evidence deleted");
+    Ok(Json(json!({"deleted_evidence": n})).into_response())
 }
 
 /// Revocation: delete every protected template of a subscriber.
@@ -369,6 +407,7 @@ pub fn router(state: Shared, www: Option<&std::path::Path>, demo: bool, cors_ori
         .route("/openapi.json", get(openapi))
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/sessions/{id}/evidence", get(get_evidence).delete(delete_evidence))
         .route("/v1/subscribers/{id}/templates", axum::routing::delete(revoke))
         .merge(browser);
     if let Some(dir) = www {

@@ -34,6 +34,15 @@ const MIGRATIONS: &[&str] = &[
         created_ms BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS templates_subscriber ON templates (subscriber_id)",
+    // opt-in evidence escrow: the sealed envelope as the device made it (the
+    // server cannot open it; the carrier's escrow secret key stays offline)
+    "CREATE TABLE IF NOT EXISTS evidence (
+        session_id TEXT PRIMARY KEY,
+        recipient_key_id TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS evidence_created ON evidence (created_ms)",
     "CREATE INDEX IF NOT EXISTS sessions_subscriber ON sessions (subscriber_id, created_ms)",
     "CREATE INDEX IF NOT EXISTS sessions_open_expiry ON sessions (state, expires_ms)",
 ];
@@ -82,6 +91,9 @@ pub struct Decision<'a> {
     pub decided_ms: i64,
     /// (subscriber, sealed template JSON) stored on a pass.
     pub template: Option<(&'a str, &'a str)>,
+    /// (recipient key id, sealed evidence JSON) when escrow is on and the
+    /// user consented.
+    pub evidence: Option<(&'a str, &'a str)>,
 }
 
 impl Db {
@@ -206,8 +218,32 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some((recipient, sealed)) = d.evidence {
+            sqlx::query("INSERT INTO evidence (session_id, recipient_key_id, sealed, created_ms) VALUES ($1, $2, $3, $4)")
+                .bind(d.session_id)
+                .bind(recipient)
+                .bind(sealed)
+                .bind(d.decided_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The sealed evidence of a session and when it was stored.
+    pub async fn evidence(&self, session_id: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+        let row = sqlx::query("SELECT sealed, created_ms FROM evidence WHERE session_id = $1").bind(session_id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))))
+    }
+
+    pub async fn delete_evidence(&self, session_id: &str) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query("DELETE FROM evidence WHERE session_id = $1").bind(session_id).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Retention: delete evidence stored before `cutoff_ms`.
+    pub async fn delete_evidence_before(&self, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query("DELETE FROM evidence WHERE created_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }
 
     /// Revocation: delete every template of a subscriber.

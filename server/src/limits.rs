@@ -89,6 +89,13 @@ pub fn spawn_sweeper(state: Shared, period: std::time::Duration) {
                 Ok(n) => tracing::info!(expired = n, "expired sessions swept"),
                 Err(e) => tracing::error!(error = %e, "session sweep failed"),
             }
+            if state.config.escrow_key_id.is_some() {
+                match state.db.delete_evidence_before(now - state.config.escrow_retention_ms).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "sealed evidence past retention deleted"),
+                    Err(e) => tracing::error!(error = %e, "evidence sweep failed"),
+                }
+            }
             state.per_address.prune(now);
             state.failed_submissions.prune(now, state.config.session_ttl_ms);
         }

@@ -58,6 +58,13 @@ struct Args {
     /// Refused result submissions before a session locks [default: 5].
     #[arg(long, env = "FACEGATE_MAX_FAILED_SUBMISSIONS")]
     max_failed_submissions: Option<u32>,
+    /// Carrier's X25519 public key (hex) for opt-in evidence escrow; unset:
+    /// escrow is off and any result carrying evidence is refused.
+    #[arg(long, env = "FACEGATE_ESCROW_PUBLIC_KEY")]
+    escrow_public_key: Option<String>,
+    /// Seconds sealed evidence is kept before it is deleted [default: 2592000, 30 days].
+    #[arg(long, env = "FACEGATE_ESCROW_RETENTION")]
+    escrow_retention: Option<i64>,
     /// Seconds between sweeps of expired sessions [default: 30].
     #[arg(long, env = "FACEGATE_SWEEP_INTERVAL")]
     sweep_interval: Option<u64>,
@@ -81,6 +88,8 @@ struct FileConfig {
     max_sessions_per_subscriber_per_day: Option<i64>,
     max_failed_submissions: Option<u32>,
     sweep_interval: Option<u64>,
+    escrow_public_key: Option<String>,
+    escrow_retention: Option<i64>,
 }
 
 #[tokio::main]
@@ -133,6 +142,11 @@ async fn run(args: Args) -> Result<(), String> {
     let storage_key = facegate::template::StorageKey::from_hex(&storage_hex).map_err(|e| e.to_string())?;
     // the id only depends on the key, not on the projection's dimension
     let transform_key_id = facegate::template::TransformKey::from_hex(&transform_key, 1).map_err(|e| e.to_string())?.id().to_string();
+    let escrow_public_key = args.escrow_public_key.or(file.escrow_public_key);
+    let escrow_key_id = match &escrow_public_key {
+        Some(k) => Some(facegate::escrow::key_id(k).map_err(|e| format!("escrow public key: {e}"))?),
+        None => None,
+    };
     let accepted_models = facegate::manifest::manifest().models.into_iter().map(|m| (m.name, m.sha256)).collect();
     let config = api::Config {
         api_key,
@@ -146,7 +160,9 @@ async fn run(args: Args) -> Result<(), String> {
         max_sessions_per_subscriber_per_day: args.max_sessions_per_subscriber_per_day.or(file.max_sessions_per_subscriber_per_day).unwrap_or(20),
         max_failed_submissions: args.max_failed_submissions.or(file.max_failed_submissions).unwrap_or(5),
         accepted_models,
-        escrow_public_key: std::env::var("FACEGATE_ESCROW_PUBLIC_KEY").ok(),
+        escrow_key_id,
+        escrow_public_key,
+        escrow_retention_ms: args.escrow_retention.or(file.escrow_retention).unwrap_or(30 * 24 * 3600).max(1) * 1000,
     };
     let state = Arc::new(api::AppState { db, config, per_address: limits::RateLimiter::new(rate_limit), failed_submissions: limits::Counter::default() });
     let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(30).max(1);
@@ -155,4 +171,16 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(addr = %addr, demo, "listening");
     let app = api::router(state, www.as_deref(), demo, &cors_origins);
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The documented example is a valid configuration file.
+    #[test]
+    fn example_config_parses() {
+        let c: super::FileConfig = toml::from_str(include_str!("../facegate.example.toml")).expect("example config parses");
+        assert_eq!(c.addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(c.max_sessions_per_order, Some(5));
+        assert!(toml::from_str::<super::FileConfig>("no_such_key = 1").is_err(), "unknown keys are refused");
+    }
 }

@@ -339,7 +339,8 @@ fn schema_errors(spec: &Value, schema: &Value, v: &Value, at: &str) -> Vec<Strin
 /// refusals) has a documented status and matches its documented schema.
 #[test]
 fn openapi_document_matches_the_server() {
-    let s = start_with(None, "openapi", &["--demo"]);
+    let carrier = facegate::escrow::EscrowKeyPair::generate();
+    let s = start_with(None, "openapi", &["--demo", "--escrow-public-key", &carrier.public_hex()]);
     let (st, spec) = call("GET", &format!("{}/openapi.json", s.base), None, None);
     assert_eq!(st, 200);
     assert_eq!(spec["openapi"], "3.1.0");
@@ -349,7 +350,9 @@ fn openapi_document_matches_the_server() {
     let mut routes = std::collections::BTreeSet::new();
     for part in source.split(".route(\"").skip(1) {
         let path = part.split('"').next().unwrap();
-        let handlers = part.split(')').next().unwrap_or("");
+        // the method routers of this route: to the end of its line (a route
+        // may chain several, as `get(a).delete(b)`)
+        let handlers = part.lines().next().unwrap_or("");
         for method in ["get", "post", "delete", "put", "patch"] {
             if handlers.contains(&format!("{method}(")) {
                 routes.insert((method.to_string(), path.to_string()));
@@ -397,7 +400,10 @@ fn openapi_document_matches_the_server() {
     tour("POST", "/v1/sessions/{id}/device-key", &format!("/v1/sessions/{id}/device-key"), None, Some(&json!({"public_key": key.public_key_hex()}).to_string()));
     tour("POST", "/v1/sessions/{id}/device-key", "/v1/sessions/nope/device-key", None, Some(&json!({"public_key": key.public_key_hex()}).to_string()));
     let f = Flow { session: created.clone(), config: reg["session_config"].clone(), key };
-    let wire = f.key.sign(result(&f, 7, 0.95)).unwrap().to_json().unwrap();
+    let mut with_evidence = result(&f, 7, 0.95);
+    let package = facegate::escrow::EvidencePackage::new(&with_evidence.session_id, &[], &with_evidence.active_liveness.track).unwrap();
+    with_evidence.evidence = Some(package.seal(&carrier.public_hex()).unwrap());
+    let wire = f.key.sign(with_evidence).unwrap().to_json().unwrap();
     tour("POST", "/v1/sessions/{id}/result", &format!("/v1/sessions/{id}/result"), None, Some("{\"result\":"));
     let (st, _) = tour("POST", "/v1/sessions/{id}/result", &format!("/v1/sessions/{id}/result"), None, Some(&wire));
     assert_eq!(st, 200);
@@ -405,6 +411,12 @@ fn openapi_document_matches_the_server() {
     tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some(API_KEY), None);
     tour("GET", "/v1/sessions/{id}", "/v1/sessions/nope", Some(API_KEY), None);
     tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some("wrong-key-wrong-key"), None);
+    let evidence = format!("/v1/sessions/{id}/evidence");
+    assert_eq!(tour("GET", "/v1/sessions/{id}/evidence", &evidence, Some(API_KEY), None).0, 200);
+    tour("GET", "/v1/sessions/{id}/evidence", &evidence, None, None);
+    assert_eq!(tour("DELETE", "/v1/sessions/{id}/evidence", &evidence, Some(API_KEY), None).0, 200);
+    assert_eq!(tour("GET", "/v1/sessions/{id}/evidence", &evidence, Some(API_KEY), None).0, 404);
+    tour("DELETE", "/v1/sessions/{id}/evidence", &evidence, None, None);
     tour("DELETE", "/v1/subscribers/{id}/templates", "/v1/subscribers/carol/templates", Some(API_KEY), None);
     tour("DELETE", "/v1/subscribers/{id}/templates", "/v1/subscribers/carol/templates", None, None);
     let (st, order) = tour("POST", "/demo/orders", "/demo/orders", None, Some(r#"{"plan":"basic"}"#));
@@ -554,4 +566,62 @@ fn limits_sweeping_and_config_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("image_upload"), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Evidence escrow is opt-in per deployment: without an escrow key a result
+/// carrying evidence is refused and nothing is written; with one, the
+/// envelope is stored sealed (the server cannot open it), the carrier reads
+/// and opens it with its offline key, deletes it, and the sweeper deletes
+/// what is past the retention period.
+#[test]
+fn evidence_escrow_is_opt_in_sealed_and_expires() {
+    use facegate::escrow::{EscrowKeyPair, EvidencePackage};
+    let carrier = EscrowKeyPair::generate();
+    let photo = facegate::image_io::read_image_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces/obama.jpg")).unwrap();
+    let with_evidence = |f: &Flow, key_hex: &str| {
+        let mut r = result(f, 7, 0.92);
+        let package = EvidencePackage::new(&r.session_id, &[("live", &photo)], &r.active_liveness.track).unwrap();
+        r.evidence = Some(package.seal(key_hex).unwrap());
+        f.key.sign(r).unwrap().to_json().unwrap()
+    };
+
+    // escrow off
+    let off = start(None, "escrow-off");
+    let f = new_session(&off, "esc-o1", "esc-a");
+    let (st, ans) = submit(&off, &f, &with_evidence(&f, &carrier.public_hex()));
+    assert_eq!((st, ans["error"].clone()), (400, json!("escrow_not_enabled")));
+    assert_eq!(record(&off, &f)["state"], "open", "nothing written");
+    assert_eq!(record(&off, &f)["evidence_sealed"], false);
+
+    // escrow on, short retention to see the sweeper work
+    let on = start_with(None, "escrow-on", &["--escrow-public-key", &carrier.public_hex(), "--escrow-retention", "3", "--sweep-interval", "1"]);
+    // sealed to another key: refused, nothing written
+    let f = new_session(&on, "esc-o2", "esc-b");
+    let (st, ans) = submit(&on, &f, &with_evidence(&f, &EscrowKeyPair::generate().public_hex()));
+    assert_eq!((st, ans["error"].clone()), (400, json!("invalid_evidence")));
+    assert_eq!(record(&on, &f)["state"], "open");
+    // sealed to the deployment's key: stored with the decision
+    let (st, ans) = submit(&on, &f, &with_evidence(&f, &carrier.public_hex()));
+    assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
+    assert_eq!(record(&on, &f)["evidence_sealed"], true);
+    let id = f.config["session_id"].as_str().unwrap();
+    let url = format!("{}/v1/sessions/{id}/evidence", on.base);
+    assert_eq!(call("GET", &url, None, None).0, 401, "the carrier's API key is needed");
+    let (st, v) = call("GET", &url, Some(API_KEY), None);
+    assert_eq!(st, 200, "{v}");
+    let sealed: facegate::escrow::SealedEvidence = serde_json::from_value(v["sealed"].clone()).unwrap();
+    let opened = carrier.open(&sealed).unwrap();
+    assert_eq!(opened.session_id, id);
+    assert_eq!(opened.crops.len(), 1);
+    assert!(EscrowKeyPair::generate().open(&sealed).is_err(), "only the carrier's key opens it");
+    // the carrier deletes it
+    assert_eq!(call("DELETE", &url, Some(API_KEY), None), (200, json!({"deleted_evidence": 1})));
+    assert_eq!(call("GET", &url, Some(API_KEY), None).0, 404);
+
+    // retention: another envelope is gone after 3 s
+    let g = new_session(&on, "esc-o3", "esc-c");
+    assert_eq!(submit(&on, &g, &with_evidence(&g, &carrier.public_hex())).0, 200);
+    assert_eq!(record(&on, &g)["evidence_sealed"], true);
+    std::thread::sleep(Duration::from_millis(5000));
+    assert_eq!(record(&on, &g)["evidence_sealed"], false, "swept after the retention period");
 }

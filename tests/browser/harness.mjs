@@ -5,6 +5,7 @@
 // with ffmpeg.
 
 import { chromium } from 'playwright-core';
+export { chromium };
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -18,7 +19,7 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const faces = path.join(root, '../shared/data/faces');
 export const www = path.join(root, 'target/www');
 const serverBin = path.join(root, 'target/release/facegate-server');
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+export const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 export function tempDir(tag) {
   return mkdtempSync(path.join(os.tmpdir(), `facegate-${tag}-`));
@@ -109,7 +110,7 @@ export function y4m(dir, name, { input, start, duration, still = false, width = 
   return out;
 }
 
-const BASE_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync'];
+export const BASE_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-quic', '--disable-sync'];
 
 // Chromium with a fake camera playing `video` (y4m); `camera: 'deny'` makes
 // every camera request fail as a user's "Block" would; `camera: 'none'`

@@ -153,7 +153,7 @@ fn optimise_wasm(bg: &Path) -> Result<(), String> {
         let tools = root().join("xtask/npm");
         let wasm_opt = tools.join("node_modules/binaryen/bin/wasm-opt");
         if !wasm_opt.exists() {
-            run(Command::new("npm").current_dir(&tools).args(["ci", "--no-audit", "--no-fund"]))?;
+            npm_ci(&tools)?;
         }
         std::fs::create_dir_all(cache.parent().unwrap()).map_err(|e| e.to_string())?;
         let tmp = cache.with_extension("tmp");
@@ -179,7 +179,7 @@ fn test() -> Result<(), String> {
     // the widget in headless Chromium, served by the real server binary
     build_www()?;
     let browser_tests = root().join("tests/browser");
-    run(Command::new("npm").current_dir(&browser_tests).args(["ci", "--no-audit", "--no-fund"]))?;
+    npm_ci(&browser_tests)?;
     run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))?;
     Ok(())
 }
@@ -352,49 +352,99 @@ fn demo() -> Result<(), String> {
 }
 
 /// Native per-stage timings: median of `n` runs after warm-up.
-fn bench() -> Result<(), String> {
+/// Milliseconds since the first call, for stage timings.
+fn clock_ms() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+/// The frames every benchmark runs on, natively and in the browser (the
+/// browser side decodes the same files with bench/web/run.mjs): 2 s of the
+/// footage at 10 fps, scaled to 640 wide, and four stills.
+const BENCH_STILLS: [&str; 4] = ["obama-480p.jpg", "biden.jpg", "alex-lacamoire.png", "kit_harington_john1.jpeg"];
+
+fn bench_frames() -> Result<Vec<image::RgbImage>, String> {
+    let faces = root().join("../shared/data/faces");
+    let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    run(Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-ss", "4.0", "-t", "2.0", "-i"])
+        .arg(faces.join("short_hamilton_clip.mp4"))
+        .args(["-vf", "fps=10,scale=640:-2"])
+        .arg(dir.join("clip_%03d.png")))?;
+    for (i, still) in BENCH_STILLS.iter().enumerate() {
+        run(Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-i"])
+            .arg(faces.join(still))
+            .args(["-vf", "scale=640:480:force_original_aspect_ratio=decrease"])
+            .arg(dir.join(format!("still_{i}.png"))))?;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+    files.sort();
+    let frames = files.iter().map(|f| facegate::image_io::read_image_file(f).map_err(|e| e.to_string())).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    frames
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `cargo xtask bench`: the pipeline natively (tract on this CPU), stage by
+/// stage and per model, then the same frames in headless Chromium through
+/// facegate's wasm and through onnxruntime-web (bench/web/run.mjs). Writes
+/// target/bench/native.json and web.json; the last line printed is
+/// `ratio_end_to_end=<facegate / onnxruntime-web>` (wasm, one thread each).
+fn bench(reps: usize) -> Result<(), String> {
     use facegate::pipeline::{Pipeline, PipelineOptions};
     let p = Pipeline::load_native(&PipelineOptions::default()).map_err(|e| e.to_string())?;
-    let img = facegate::image_io::read_image_file(&root().join("../shared/data/faces/obama-480p.jpg"))
-        .map_err(|e| e.to_string())?;
-    let face = p.detect(&img).map_err(|e| e.to_string())?.into_iter().next().ok_or("no face in bench image")?;
-    let n = 30;
-    let time = |f: &mut dyn FnMut()| {
-        for _ in 0..3 {
-            f();
-        }
-        let mut t: Vec<f64> = (0..n)
-            .map(|_| {
-                let s = Instant::now();
-                f();
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        t[n / 2]
-    };
-    let detect = time(&mut || {
-        p.detect(&img).unwrap();
-    });
-    let landmarks = time(&mut || {
-        p.mesh(&img, &face).unwrap();
-    });
-    let liveness = time(&mut || {
-        p.liveness.as_ref().unwrap().score(&img, &face).unwrap();
-    });
-    let embed = time(&mut || {
-        p.embedder.embed(&img, &face.landmarks).unwrap();
-    });
-    let quality = time(&mut || {
-        facegate::quality::assess(&img, &face, &p.quality_thresholds);
-    });
-    println!("native per-stage median over {n} runs, image {}x{} (obama-480p.jpg)", img.width(), img.height());
-    println!("{:<24}{:>10}", "stage", "ms");
-    for (name, ms) in [("detect (yunet_s 320)", detect), ("landmarks (facemesh)", landmarks), ("liveness (2x minifasnet)", liveness), ("align+embed (x2 flip)", embed), ("quality", quality)] {
-        println!("{name:<24}{ms:>10.2}");
+    let frames = bench_frames()?;
+    for f in frames.iter().take(2) {
+        p.time_stages(f, clock_ms).map_err(|e| e.to_string())?;
     }
-    println!("{:<24}{:>10.2}", "end-to-end per frame", detect + landmarks + liveness + embed + quality);
-    Ok(())
+    let mut stages: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut models: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for _ in 0..reps {
+        for f in &frames {
+            let (t, runs) = p.time_stages(f, clock_ms).map_err(|e| e.to_string())?;
+            for (k, v) in [("detect + quality", t.detect), ("landmarks", t.landmarks), ("liveness (2 models)", t.liveness), ("align + embed (flip)", t.embed), ("end to end per frame", t.total)] {
+                stages.entry(k).or_default().push(v);
+            }
+            for r in runs {
+                models.entry(r.model).or_default().push(r.ms);
+            }
+        }
+    }
+    println!("native (tract-onnx on {}), {} frames x {reps}, median ms", machine(), frames.len());
+    let mut native = serde_json::json!({"date": today(), "machine": machine(), "frames": frames.len(), "reps": reps, "stages": {}, "models": {}});
+    for (k, v) in stages {
+        let m = median(v);
+        println!("  {k:<24}{m:>9.2}");
+        native["stages"][k] = serde_json::json!(m);
+    }
+    for (k, v) in models {
+        let m = median(v);
+        println!("  model {k:<18}{m:>9.2}");
+        native["models"][k] = serde_json::json!(m);
+    }
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("native.json"), serde_json::to_string_pretty(&native).unwrap()).map_err(|e| e.to_string())?;
+
+    build_www()?;
+    npm_ci(&root().join("tests/browser"))?;
+    npm_ci(&root().join("bench/web"))?;
+    run(Command::new("node").arg(root().join("bench/web/run.mjs")).arg("--reps").arg(reps.to_string()))
+}
+
+/// `npm ci` (the exact versions of the committed lock file) unless
+/// node_modules is already there.
+fn npm_ci(dir: &Path) -> Result<(), String> {
+    if dir.join("node_modules/.package-lock.json").exists() {
+        return Ok(());
+    }
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))
 }
 
 /// A loopback load generator for the carrier server: `concurrency` clients
@@ -540,7 +590,7 @@ fn main() -> ExitCode {
     let res = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("demo") => demo(),
-        Some("bench") => bench(),
+        Some("bench") => bench(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3)),
         Some("setup") => setup(),
         Some("fetch-models") => fetch_models(),
         Some("build-www") => build_www(),
@@ -551,7 +601,7 @@ fn main() -> ExitCode {
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

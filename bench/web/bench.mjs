@@ -1,0 +1,193 @@
+// facegate's wasm pipeline and onnxruntime-web on the same frames and the
+// same model files, in one page of one browser. run.mjs serves this page
+// (cross-origin isolated, so onnxruntime-web may use threads) and reads
+// window.benchResult.
+//
+// What is compared:
+// - per model: facegate's tract run vs onnxruntime-web's session.run on the
+//   identical input tensor (facegate records each model input it builds
+//   from a real frame; ORT gets exactly those floats) — also checks that
+//   both runtimes compute the same outputs;
+// - end to end per frame: facegate's analyzeFrame (decode RGBA, detect,
+//   quality, mesh, two liveness models, align, embed with flip, match) vs
+//   onnxruntime-web replaying that frame's model runs. ORT's side is model
+//   time only (its preprocessing and decoding would be JS on top), so the
+//   ratio is conservative for facegate.
+
+import init, { FaceGate, manifestJson, requiredModels } from './pkg/facegate.js';
+import * as ort from './ort/ort.wasm.min.mjs';
+
+const params = new URLSearchParams(location.search);
+const REPS = Number(params.get('reps') || 3);
+const THREADS = Number(params.get('threads') || 1);
+const status = (t) => { document.getElementById('status').textContent = t; };
+
+const median = (a) => {
+  if (!a.length) return null;
+  const s = [...a].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+};
+
+async function fetchBytes(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+async function imageData(url) {
+  const bmp = await createImageBitmap(await (await fetch(url)).blob());
+  const c = new OffscreenCanvas(bmp.width, bmp.height);
+  const ctx = c.getContext('2d');
+  ctx.drawImage(bmp, 0, 0);
+  return ctx.getImageData(0, 0, bmp.width, bmp.height);
+}
+
+async function bench() {
+  const list = await (await fetch('./frames/list.json')).json();
+  const pageStart = performance.timeOrigin;
+
+  // facegate: wasm + models → ready
+  const fgStart = performance.now();
+  const wasm = await init({ module_or_path: './pkg/facegate_bg.wasm' });
+  const manifest = JSON.parse(manifestJson());
+  const files = {};
+  const models = {};
+  for (const name of requiredModels()) {
+    const entry = manifest.models.find((m) => m.name === name);
+    files[name] = entry.file;
+    models[name] = await fetchBytes(`./models/${entry.file}`);
+  }
+  const fg = new FaceGate(models);
+  const fgReadyMs = performance.now() - fgStart;
+  const fgReadySincePageLoad = performance.now();
+
+  // onnxruntime-web: same files
+  ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
+  ort.env.wasm.numThreads = THREADS;
+  ort.env.wasm.simd = true;
+  const ortStart = performance.now();
+  const sessions = {};
+  for (const name of Object.keys(models)) {
+    sessions[name] = await ort.InferenceSession.create(models[name], { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+  }
+  const ortReadyMs = performance.now() - ortStart;
+
+  status('frames');
+  fg.setReferenceImage(await fetchBytes(`./frames/${list.reference}`));
+  const frames = [];
+  for (const f of list.frames) frames.push(await imageData(`./frames/${f}`));
+
+  // warm-up both
+  for (const im of frames.slice(0, 2)) fg.analyzeFrame(im.width, im.height, im.data, true);
+
+  // facegate per stage and per model: benchFrame runs the frame stage by
+  // stage and records every model input it builds
+  status('facegate stages');
+  const stageTimes = {};
+  const modelTimes = {};
+  const recorded = [];
+  for (let r = 0; r < REPS; r++) {
+    for (const im of frames) {
+      const b = fg.benchFrame(im.width, im.height, im.data);
+      for (const [k, v] of Object.entries(b.stages)) (stageTimes[k] ||= []).push(v);
+      for (const run of b.runs) (modelTimes[run.model] ||= []).push(run.ms);
+      if (r === 0) recorded.push(b.runs);
+    }
+  }
+  status('facegate end to end');
+  const fgFrame = [];
+  for (let r = 0; r < REPS; r++) {
+    for (const im of frames) {
+      const s = performance.now();
+      fg.analyzeFrame(im.width, im.height, im.data, true);
+      fgFrame.push(performance.now() - s);
+    }
+  }
+
+  status('onnxruntime-web');
+  const feeds = (name, run) => ({ [sessions[name].inputNames[0]]: new ort.Tensor('float32', run.input, run.dims) });
+  // warm-up every session on its first recorded input
+  const firstRun = {};
+  for (const runs of recorded) for (const run of runs) firstRun[run.model] ||= run;
+  for (const [name, run] of Object.entries(firstRun)) await sessions[name].run(feeds(name, run));
+  const ortModelTimes = {};
+  const agreement = {};
+  const ortFrame = [];
+  for (let r = 0; r < REPS; r++) {
+    for (const runs of recorded) {
+      const frameStart = performance.now();
+      for (const run of runs) {
+        const s = performance.now();
+        const out = await sessions[run.model].run(feeds(run.model, run));
+        (ortModelTimes[run.model] ||= []).push(performance.now() - s);
+        if (r === 0) {
+          if (!run.output) continue; // the embedder: facegate never returns a raw embedding
+          const o = out[sessions[run.model].outputNames[0]].data;
+          let diff = 0;
+          for (let i = 0; i < Math.min(o.length, run.output.length); i++) diff = Math.max(diff, Math.abs(o[i] - run.output[i]));
+          agreement[run.model] = Math.max(agreement[run.model] || 0, diff);
+        }
+      }
+      ortFrame.push(performance.now() - frameStart);
+    }
+  }
+
+  // a whole challenge: frames per second sustained, then the time from the
+  // last frame to the signed result
+  status('challenge');
+  fg.newSession();
+  fg.beginChallenge(JSON.stringify({
+    session_id: 'bench', nonce: '00'.repeat(16), challenge_seed: '01'.repeat(16), transform_key: 'ab'.repeat(32),
+    match_threshold: 0.8, liveness_threshold: 0.05,
+  }));
+  const challengeStart = performance.now();
+  let t = 0;
+  for (let r = 0; r < REPS; r++) {
+    for (const im of frames) {
+      fg.challengeFrame(im.width, im.height, im.data, t);
+      t += 66;
+    }
+  }
+  const challengeFps = (REPS * frames.length) / ((performance.now() - challengeStart) / 1000);
+  const finishStart = performance.now();
+  const signed = fg.finishChallenge('bench', Date.now());
+  const challengeEndToResultMs = performance.now() - finishStart;
+
+  const perModel = {};
+  for (const name of Object.keys(modelTimes)) {
+    const a = median(modelTimes[name]);
+    const b = median(ortModelTimes[name] || []);
+    perModel[name] = { file: files[name], facegate_ms: a, ort_ms: b, ratio: b ? a / b : null, max_abs_output_diff: agreement[name] ?? null, runs_per_frame: recorded[0].filter((x) => x.model === name).length };
+  }
+  const stages = Object.fromEntries(Object.entries(stageTimes).map(([k, v]) => [k, median(v)]));
+  const fgMs = median(fgFrame);
+  const ortMs = median(ortFrame);
+  return {
+    user_agent: navigator.userAgent,
+    cross_origin_isolated: self.crossOriginIsolated,
+    ort_version: ort.env.versions?.web ?? null,
+    ort_threads: THREADS,
+    frames: list.frames.length,
+    frame_size: [frames[0].width, frames[0].height],
+    reps: REPS,
+    facegate_models_ready_ms: fgReadyMs,
+    facegate_models_ready_since_page_load_ms: fgReadySincePageLoad,
+    ort_sessions_ready_ms: ortReadyMs,
+    facegate_stage_ms: stages,
+    per_model: perModel,
+    facegate_frame_ms: fgMs,
+    ort_frame_models_only_ms: ortMs,
+    ratio_end_to_end: fgMs / ortMs,
+    challenge_fps: challengeFps,
+    challenge_end_to_result_ms: challengeEndToResultMs,
+    signed_result_bytes: signed.length,
+    facegate_wasm_memory_bytes: wasm.memory.buffer.byteLength,
+    js_heap_used_bytes: performance.memory?.usedJSHeapSize ?? null,
+    page_time_origin: pageStart,
+  };
+}
+
+bench().then(
+  (r) => { window.benchResult = r; status('done'); },
+  (e) => { window.benchResult = { error: String(e && e.stack || e) }; status(`error: ${e}`); },
+);
