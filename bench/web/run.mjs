@@ -108,8 +108,9 @@ async function main() {
   console.log(`${'model'.padEnd(22)}${'runs/frame'.padStart(11)}${'facegate ms'.padStart(13)}${'ort 1T ms'.padStart(11)}${'ratio'.padStart(8)}${'ort 2T ms'.padStart(11)}${'ratio'.padStart(8)}${'max |diff|'.padStart(12)}`);
   for (const [name, m] of Object.entries(one.per_model)) {
     const m2 = two.per_model[name] || {};
-    console.log(`${name.padEnd(22)}${String(m.runs_per_frame).padStart(11)}${f(m.facegate_ms, 2).padStart(13)}${f(m.ort_ms, 2).padStart(11)}${f(m.ratio, 2).padStart(8)}${f(m2.ort_ms, 2).padStart(11)}${f(m2.ratio, 2).padStart(8)}${(m.max_abs_output_diff ?? 0).toExponential(1).padStart(12)}`);
+    console.log(`${name.padEnd(22)}${String(m.runs_per_frame).padStart(11)}${f(m.facegate_ms, 2).padStart(13)}${f(m.ort_ms, 2).padStart(11)}${f(m.ratio, 2).padStart(8)}${f(m2.ort_ms, 2).padStart(11)}${f(m2.ratio, 2).padStart(8)}${(m.max_abs_output_diff == null ? "-" : m.max_abs_output_diff.toExponential(1)).padStart(12)}`);
   }
+  console.log('max |diff|: largest difference between the two runtimes\' first outputs on the same input (- for the embedder: its raw output never leaves facegate\'s wasm)');
   console.log('');
   console.log(`facegate stages (ms, with pre/post-processing): ${Object.entries(one.facegate_stage_ms).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}`);
   console.log(`end to end per frame: facegate ${f(one.facegate_frame_ms, 1)} ms; onnxruntime-web models only ${f(one.ort_frame_models_only_ms, 1)} ms (1 thread), ${f(two.ort_frame_models_only_ms, 1)} ms (2 threads)`);
