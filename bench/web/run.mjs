@@ -16,6 +16,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+// FACEGATE_BENCH_WWW: bench another build of the site (say, a wasm built
+// with other target features) instead of target/www
+const site = process.env.FACEGATE_BENCH_WWW || www;
 const reps = Number(process.argv[process.argv.indexOf('--reps') + 1]) || 3;
 const STILLS = ['obama-480p.jpg', 'biden.jpg', 'alex-lacamoire.png', 'kit_harington_john1.jpeg'];
 
@@ -59,7 +62,7 @@ function serve(routes) {
 async function main() {
   const ortDist = path.join(here, 'node_modules/onnxruntime-web/dist');
   if (!existsSync(ortDist)) throw new Error('onnxruntime-web missing: npm ci in bench/web (cargo xtask bench does it)');
-  if (!existsSync(path.join(www, 'pkg/facegate_bg.wasm'))) throw new Error('target/www missing: cargo xtask build-www');
+  if (!existsSync(path.join(site, 'pkg/facegate_bg.wasm'))) throw new Error(`${site} missing: cargo xtask build-www`);
   const frameDir = tempDir('bench-frames');
   const { stills } = makeFrames(frameDir);
   const clip = (await readdir(frameDir)).filter((f) => f.startsWith('clip_')).sort();
@@ -68,8 +71,8 @@ async function main() {
   execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-i', path.join(faces, 'lin-manuel-miranda.png'), path.join(frameDir, 'reference.png')]);
 
   const server = await serve([
-    ['/pkg/', path.join(www, 'pkg') + '/'],
-    ['/models/', path.join(www, 'models') + '/'],
+    ['/pkg/', path.join(site, 'pkg') + '/'],
+    ['/models/', path.join(site, 'models') + '/'],
     ['/ort/', ortDist + '/'],
     ['/frames/', frameDir + '/'],
     ['/', here + '/'],
@@ -95,7 +98,7 @@ async function main() {
     server.close();
     rmSync(frameDir, { recursive: true, force: true });
   }
-  const sizes = JSON.parse(await readFile(path.join(www, 'sizes.json'), 'utf8'));
+  const sizes = JSON.parse(await readFile(path.join(site, 'sizes.json'), 'utf8'));
   const result = { date: new Date().toISOString().slice(0, 10), runs, sizes };
   await mkdir(path.join(root, 'target/bench'), { recursive: true });
   await writeFile(path.join(root, 'target/bench/web.json'), JSON.stringify(result, null, 2));
