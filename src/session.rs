@@ -84,7 +84,8 @@ pub struct DeviceSession {
     live_crop: Option<RgbImage>,
 }
 
-fn median(v: &mut [f32]) -> Option<f32> {
+/// The median (upper one for an even count) of `v`, which it sorts.
+pub fn median(v: &mut [f32]) -> Option<f32> {
     if v.is_empty() {
         return None;
     }

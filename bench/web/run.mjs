@@ -1,16 +1,15 @@
 // Runs bench.mjs in Debian's headless Chromium: serves target/www's wasm and
-// models, onnxruntime-web's dist folder and real frames (a segment of
-// ../shared/data/faces/short_hamilton_clip.mp4 plus stills, decoded by
-// ffmpeg) from one cross-origin-isolated loopback origin, once with
-// onnxruntime-web single-threaded and once with two threads. Prints a table
+// models, onnxruntime-web's dist folder and the real frames `cargo xtask
+// bench` decoded for its native run, from one cross-origin-isolated
+// loopback origin, once with onnxruntime-web single-threaded and once with
+// two threads. Prints a table
 // and writes target/bench/web.json. `cargo xtask bench` runs it.
 //
-//   node bench/web/run.mjs [--reps N]
+//   node bench/web/run.mjs --frames target/bench/frames [--reps N]
 
-import { chromium, BASE_FLAGS, chromiumPath, root, faces, www, tempDir } from '../../tests/browser/harness.mjs';
-import { execFileSync } from 'node:child_process';
-import { readFile, writeFile, mkdir, readdir } from 'node:fs/promises';
-import { existsSync, rmSync } from 'node:fs';
+import { chromium, BASE_FLAGS, chromiumPath, root, www } from '../../tests/browser/harness.mjs';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,20 +18,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 // FACEGATE_BENCH_WWW: bench another build of the site (say, a wasm built
 // with other target features) instead of target/www
 const site = process.env.FACEGATE_BENCH_WWW || www;
-const reps = Number(process.argv[process.argv.indexOf('--reps') + 1]) || 3;
-const STILLS = ['obama-480p.jpg', 'biden.jpg', 'alex-lacamoire.png', 'kit_harington_john1.jpeg'];
-
-function makeFrames(dir) {
-  // 2 s of the clip at 10 fps, 640x360: a performer turning his head
-  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-ss', '4.0', '-t', '2.0', '-i', path.join(faces, 'short_hamilton_clip.mp4'),
-    '-vf', 'fps=10,scale=640:-2', path.join(dir, 'clip_%03d.png')]);
-  const stills = STILLS.map((s, i) => {
-    const out = `still_${i}.png`;
-    execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-i', path.join(faces, s), '-vf', 'scale=640:480:force_original_aspect_ratio=decrease', path.join(dir, out)]);
-    return out;
-  });
-  return { stills };
-}
+// the frames `cargo xtask bench` made for its native run (list.json names
+// them), so both sides time the very same pictures
+const argValue = (name) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
+const frameDir = argValue('--frames') && path.resolve(argValue('--frames'));
+const reps = Number(argValue('--reps')) || 3;
 
 const TYPES = { '.html': 'text/html', '.mjs': 'text/javascript', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.jpg': 'image/jpeg', '.onnx': 'application/octet-stream' };
 
@@ -63,13 +53,7 @@ async function main() {
   const ortDist = path.join(here, 'node_modules/onnxruntime-web/dist');
   if (!existsSync(ortDist)) throw new Error('onnxruntime-web missing: npm ci in bench/web (cargo xtask bench does it)');
   if (!existsSync(path.join(site, 'pkg/facegate_bg.wasm'))) throw new Error(`${site} missing: cargo xtask build-www`);
-  const frameDir = tempDir('bench-frames');
-  const { stills } = makeFrames(frameDir);
-  const clip = (await readdir(frameDir)).filter((f) => f.startsWith('clip_')).sort();
-  await writeFile(path.join(frameDir, 'list.json'), JSON.stringify({ reference: 'reference.png', frames: [...clip, ...stills] }));
-  // the ID photo: the same performer's portrait
-  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-i', path.join(faces, 'lin-manuel-miranda.png'), path.join(frameDir, 'reference.png')]);
-
+  if (!frameDir || !existsSync(path.join(frameDir, 'list.json'))) throw new Error('--frames DIR with list.json missing: run through cargo xtask bench');
   const server = await serve([
     ['/pkg/', path.join(site, 'pkg') + '/'],
     ['/models/', path.join(site, 'models') + '/'],
@@ -96,7 +80,6 @@ async function main() {
   } finally {
     await browser.close();
     server.close();
-    rmSync(frameDir, { recursive: true, force: true });
   }
   const sizes = JSON.parse(await readFile(path.join(site, 'sizes.json'), 'utf8'));
   const result = { date: new Date().toISOString().slice(0, 10), runs, sizes };

@@ -259,7 +259,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             if e.ciphertext.len() > facegate::escrow::MAX_CIPHERTEXT_B64 {
                 return Err(bad("invalid_evidence", "evidence is larger than an envelope can be".into()));
             }
-            Some(serde_json::to_string(e).expect("serialisable"))
+            Some((key_id.as_str(), serde_json::to_string(e).expect("serialisable")))
         }
     };
     // the challenge evidence: the server replays the track against its own seed
@@ -303,7 +303,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             duplicates: &dup_json,
             decided_ms: now_ms(),
             template: pass.then_some((s.subscriber_id.as_str(), template_json.as_str())),
-            evidence: evidence.as_deref().map(|e| (state.config.escrow_key_id.as_deref().unwrap_or_default(), e)),
+            evidence: evidence.as_ref().map(|(key_id, sealed)| (*key_id, sealed.as_str())),
         })
         .await?;
     if !stored {
@@ -329,7 +329,7 @@ async fn decision_record(state: &AppState, id: &str) -> Result<Value, ApiError> 
         "decision": s.decision,
         "reason": s.reason,
         "possible_duplicates": duplicates,
-        "evidence_sealed": state.db.evidence(id).await?.is_some(),
+        "evidence_sealed": state.db.has_evidence(id).await?,
         "created_ms": s.created_ms,
         "expires_ms": s.expires_ms,
         "decided_ms": s.decided_ms,

@@ -237,6 +237,11 @@ impl Db {
         Ok(row.map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))))
     }
 
+    /// Whether sealed evidence is stored for a session (without reading it).
+    pub async fn has_evidence(&self, session_id: &str) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query("SELECT 1 FROM evidence WHERE session_id = $1").bind(session_id).fetch_optional(&self.pool).await?.is_some())
+    }
+
     pub async fn delete_evidence(&self, session_id: &str) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query("DELETE FROM evidence WHERE session_id = $1").bind(session_id).execute(&self.pool).await?.rows_affected())
     }

@@ -400,9 +400,8 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         },
     });
     if passive {
-        passive_scores.sort_by(f32::total_cmp);
         v["passive_liveness"] = json!({
-            "median": passive_scores.get(passive_scores.len() / 2),
+            "median": facegate::session::median(&mut passive_scores),
             "scored_frames": passive_scores.len(),
         });
     }

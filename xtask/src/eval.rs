@@ -244,9 +244,9 @@ fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, Stri
     let threshold = f(&raw_metrics["threshold"]);
     let mut sorted: Vec<&Value> = rows.iter().filter(|r| r["score"].is_number()).collect();
     sorted.sort_by(|a, b| f(&a["score"]).total_cmp(&f(&b["score"])));
-    let pick = |same: bool, lowest: bool| -> Vec<Value> {
-        let it: Box<dyn Iterator<Item = &&Value>> = if lowest { Box::new(sorted.iter()) } else { Box::new(sorted.iter().rev()) };
-        it.filter(|r| r["same"].as_bool() == Some(same)).take(3).map(|r| (*r).clone()).collect()
+    // sorted by score: the lowest genuine and the highest impostor scores
+    let worst = |same: bool, rows: &mut dyn Iterator<Item = &&Value>| -> Vec<Value> {
+        rows.filter(|r| r["same"].as_bool() == Some(same)).take(3).map(|r| (*r).clone()).collect()
     };
     let svg = roc_svg(
         &[("raw embeddings", &raw, "#1b5e9f", f(&raw_metrics["auc"])), ("protected templates", &protected, "#c2410c", f(&protected_metrics["auc"]))],
@@ -263,8 +263,8 @@ fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, Stri
         "protected": protected_metrics,
         "template": v["template"],
         "unlinkability": v["unlinkability"],
-        "worst_genuine": pick(true, true),
-        "worst_impostor": pick(false, false),
+        "worst_genuine": worst(true, &mut sorted.iter()),
+        "worst_impostor": worst(false, &mut sorted.iter().rev()),
         "roc": out.join("roc.svg").display().to_string(),
     }))
 }
@@ -433,11 +433,7 @@ fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> 
     if clips.is_empty() {
         return Ok(None);
     }
-    let threshold = facegate::pipeline::Pipeline::load_native(&Default::default())
-        .map_err(|e| e.to_string())?
-        .liveness
-        .map(|l| l.threshold as f64)
-        .unwrap_or(0.5);
+    let threshold = facegate::liveness::DEFAULT_LIVENESS_THRESHOLD as f64;
     let mut per_clip = Vec::new();
     for (i, c) in clips.iter().enumerate() {
         eprintln!("eval: clip {}/{} {} ({})", i + 1, clips.len(), c.name, c.kind);

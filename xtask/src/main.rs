@@ -358,15 +358,16 @@ fn clock_ms() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
 }
 
-/// The frames every benchmark runs on, natively and in the browser (the
-/// browser side decodes the same files with bench/web/run.mjs): 2 s of the
-/// footage at 10 fps, scaled to 640 wide, and four stills.
+/// The frames every benchmark runs on, natively and in the browser (made
+/// once here; bench/web/run.mjs serves this same folder to the page): 2 s of
+/// the footage at 10 fps scaled to 640 wide, four stills, and the ID photo
+/// the browser side matches against.
 const BENCH_STILLS: [&str; 4] = ["obama-480p.jpg", "biden.jpg", "alex-lacamoire.png", "kit_harington_john1.jpeg"];
 
-fn bench_frames() -> Result<Vec<image::RgbImage>, String> {
+fn bench_frames(dir: &Path) -> Result<Vec<image::RgbImage>, String> {
     let faces = root().join("../shared/data/faces");
-    let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     run(Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-ss", "4.0", "-t", "2.0", "-i"])
         .arg(faces.join("short_hamilton_clip.mp4"))
@@ -379,11 +380,13 @@ fn bench_frames() -> Result<Vec<image::RgbImage>, String> {
             .args(["-vf", "scale=640:480:force_original_aspect_ratio=decrease"])
             .arg(dir.join(format!("still_{i}.png"))))?;
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
     files.sort();
-    let frames = files.iter().map(|f| facegate::image_io::read_image_file(f).map_err(|e| e.to_string())).collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    frames
+    let names: Vec<String> = files.iter().filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+    // the same performer's portrait, as the browser side's ID photo
+    std::fs::copy(faces.join("lin-manuel-miranda.png"), dir.join("reference.png")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("list.json"), serde_json::json!({"reference": "reference.png", "frames": names}).to_string()).map_err(|e| e.to_string())?;
+    files.iter().map(|f| facegate::image_io::read_image_file(f).map_err(|e| e.to_string())).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -399,7 +402,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn bench(reps: usize) -> Result<(), String> {
     use facegate::pipeline::{Pipeline, PipelineOptions};
     let p = Pipeline::load_native(&PipelineOptions::default()).map_err(|e| e.to_string())?;
-    let frames = bench_frames()?;
+    let out = root().join("target/bench");
+    let frame_dir = out.join("frames");
+    let frames = bench_frames(&frame_dir)?;
     for f in frames.iter().take(2) {
         p.time_stages(f, clock_ms).map_err(|e| e.to_string())?;
     }
@@ -428,14 +433,12 @@ fn bench(reps: usize) -> Result<(), String> {
         println!("  model {k:<18}{m:>9.2}");
         native["models"][k] = serde_json::json!(m);
     }
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     std::fs::write(out.join("native.json"), serde_json::to_string_pretty(&native).unwrap()).map_err(|e| e.to_string())?;
 
     build_www()?;
     npm_ci(&root().join("tests/browser"))?;
     npm_ci(&root().join("bench/web"))?;
-    run(Command::new("node").arg(root().join("bench/web/run.mjs")).arg("--reps").arg(reps.to_string()))
+    run(Command::new("node").arg(root().join("bench/web/run.mjs")).arg("--reps").arg(reps.to_string()).arg("--frames").arg(&frame_dir))
 }
 
 /// `npm ci` (the exact versions of the committed lock file) unless
