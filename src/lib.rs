@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod matching;
 pub mod metrics;
 pub mod pipeline;
+mod prelu;
 pub mod quality;
 pub mod runtime;
 pub mod session;

@@ -15,7 +15,9 @@ impl OnnxModel {
     /// Parse, type and optimise `bytes` for an NCHW float input of `input_shape`.
     pub fn load(name: &str, bytes: &[u8], input_shape: [usize; 4]) -> Result<Self> {
         let err = |e: TractError| FacegateError::ModelLoad { name: name.to_string(), reason: format!("{e:#}") };
-        let mut model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes)).map_err(err)?;
+        let mut onnx = tract_onnx::onnx();
+        crate::prelu::register(&mut onnx.op_register);
+        let mut model = onnx.model_for_read(&mut std::io::Cursor::new(bytes)).map_err(err)?;
         model.set_input_fact(0, f32::fact(input_shape).into()).map_err(err)?;
         let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
         Ok(OnnxModel { name: name.to_string(), plan, input_shape })
