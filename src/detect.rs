@@ -71,7 +71,11 @@ impl FaceDetector {
         }
         let scale = (self.size as f32 / w).min(self.size as f32 / h);
         let (rw, rh) = (((w * scale).round() as u32).clamp(1, self.size as u32), ((h * scale).round() as u32).clamp(1, self.size as u32));
-        let resized = imageops::resize(img, rw, rh, imageops::FilterType::Triangle);
+        // Through DynamicImage on purpose: its resize is compiled inside the
+        // `image` crate, which the size-optimised browser build optimises
+        // for speed (Cargo.toml, profile.wasm); a generic `imageops::resize`
+        // call would be compiled here for size and took 10 ms a frame in wasm.
+        let resized = image::DynamicImage::ImageRgb8(img.clone()).resize_exact(rw, rh, imageops::FilterType::Triangle).into_rgb8();
         let mut canvas = RgbImage::new(self.size as u32, self.size as u32);
         imageops::replace(&mut canvas, &resized, 0, 0);
         let outputs = self.model.run("detect", to_nchw(&canvas, &YUNET_NORM))?;

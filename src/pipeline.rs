@@ -162,37 +162,69 @@ impl Pipeline {
         Ok(compare(&ea, &eb, &self.calibration))
     }
 
-    /// Every stage once on one frame, as the widget runs a frame (detect +
-    /// quality, mesh, passive liveness, align + embed of the largest face),
-    /// each timed with `clock` (ms), with the model runs inside them. For
-    /// benchmarks, natively and in the browser; the same code as the
-    /// pipeline, not a copy of it.
-    pub fn time_stages(&self, img: &RgbImage, clock: fn() -> f64) -> Result<(StageTimes, Vec<crate::runtime::ModelRun>)> {
-        let (times, runs) = crate::runtime::record_runs(clock, || -> Result<StageTimes> {
-            let start = clock();
-            let faces = self.analyze(img)?;
-            let mut t = StageTimes { faces: faces.len(), detect: clock() - start, ..Default::default() };
-            if let Some(face) = largest_report(&faces) {
-                let det = &face.detection;
+    /// One camera frame through the stages `stages` asks for, on the largest
+    /// face: detection + quality always, then mesh, passive liveness, align +
+    /// embed; each stage timed with `clock` (ms). The widget's frame calls
+    /// and the benchmarks run this same code.
+    pub fn frame(&self, img: &RgbImage, stages: FrameStages, clock: fn() -> f64) -> Result<FrameAnalysis> {
+        let start = clock();
+        let faces = self.analyze(img)?;
+        let mut times = StageTimes { faces: faces.len(), detect: clock() - start, ..Default::default() };
+        let mut out = FrameAnalysis { faces, mesh: None, passive_liveness: None, embedding: None, times: StageTimes::default() };
+        if let Some(face) = largest_report(&out.faces) {
+            let det = face.detection.clone();
+            if stages.mesh && self.landmarker.is_some() {
                 let s = clock();
-                if self.landmarker.is_some() {
-                    self.mesh(img, det)?;
-                }
-                t.landmarks = clock() - s;
-                let s = clock();
-                if let Some(l) = &self.liveness {
-                    l.score(img, det)?;
-                }
-                t.liveness = clock() - s;
-                let s = clock();
-                self.embedder.embed(img, &det.landmarks)?;
-                t.embed = clock() - s;
+                out.mesh = Some(self.mesh(img, &det)?);
+                times.landmarks = clock() - s;
             }
-            t.total = clock() - start;
-            Ok(t)
-        });
-        Ok((times?, runs))
+            if let Some(l) = self.liveness.as_ref().filter(|_| stages.liveness) {
+                let s = clock();
+                out.passive_liveness = Some(l.score(img, &det)?);
+                times.liveness = clock() - s;
+            }
+            if stages.embed {
+                let s = clock();
+                out.embedding = Some(self.embedder.embed(img, &det.landmarks)?);
+                times.embed = clock() - s;
+            }
+        }
+        times.total = clock() - start;
+        out.times = times;
+        Ok(out)
     }
+
+    /// Every stage once on one frame ([`Pipeline::frame`] with all stages),
+    /// with the model runs made inside, for benchmarks natively and in the
+    /// browser.
+    pub fn time_stages(&self, img: &RgbImage, clock: fn() -> f64) -> Result<(StageTimes, Vec<crate::runtime::ModelRun>)> {
+        let (frame, runs) = crate::runtime::record_runs(clock, || self.frame(img, FrameStages::ALL, clock));
+        Ok((frame?.times, runs))
+    }
+}
+
+/// Which stages [`Pipeline::frame`] runs after detection and quality.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameStages {
+    pub mesh: bool,
+    pub liveness: bool,
+    pub embed: bool,
+}
+
+impl FrameStages {
+    pub const ALL: FrameStages = FrameStages { mesh: true, liveness: true, embed: true };
+    /// Capture guidance (the oval overlay's hints): faces and quality only.
+    pub const GUIDANCE: FrameStages = FrameStages { mesh: false, liveness: false, embed: false };
+}
+
+/// What [`Pipeline::frame`] found. `embedding` is a raw embedding: callers
+/// compare it on the device and drop it.
+pub struct FrameAnalysis {
+    pub faces: Vec<FaceReport>,
+    pub mesh: Option<FaceMesh>,
+    pub passive_liveness: Option<f32>,
+    pub embedding: Option<Embedding>,
+    pub times: StageTimes,
 }
 
 /// Milliseconds per stage of one frame ([`Pipeline::time_stages`]).

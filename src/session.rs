@@ -41,6 +41,11 @@ pub struct SessionConfig {
 const MATCH_MAX_YAW: f32 = 22.0;
 /// Embed at most every n-th frontal frame: matching is the heaviest stage.
 const MATCH_EVERY: usize = 4;
+/// Score passive liveness on every n-th frame with a face. The session's
+/// verdict is the median over its frames, so a challenge of a few seconds
+/// still gives it a dozen samples, and the two MiniFASNets were the
+/// costliest stage of a challenge frame after detection.
+pub const LIVENESS_EVERY: usize = 3;
 
 /// Per-frame feedback for the widget.
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +86,7 @@ pub struct DeviceSession {
     passive: Vec<f32>,
     matches: Vec<(f32, Embedding)>,
     frontal_frames: usize,
+    face_frames: usize,
     live_crop: Option<RgbImage>,
 }
 
@@ -101,7 +107,7 @@ impl DeviceSession {
     }
 
     pub fn with_key(key: DeviceKey) -> Self {
-        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), frontal_frames: 0, live_crop: None }
+        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), frontal_frames: 0, face_frames: 0, live_crop: None }
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -119,6 +125,7 @@ impl DeviceSession {
         self.passive.clear();
         self.matches.clear();
         self.frontal_frames = 0;
+        self.face_frames = 0;
         Ok(steps)
     }
 
@@ -137,11 +144,12 @@ impl DeviceSession {
                 self.track.push(sample);
             }
             update.sample = Some(sample);
-            if let Some(l) = &p.liveness {
+            if let Some(l) = p.liveness.as_ref().filter(|_| self.face_frames % LIVENESS_EVERY == 0) {
                 let s = l.score(img, &det)?;
                 self.passive.push(s);
                 update.passive_liveness = Some(s);
             }
+            self.face_frames += 1;
             if let Some(reference) = reference {
                 if sample.yaw.abs() <= MATCH_MAX_YAW && update.faces.len() == 1 {
                     if self.frontal_frames % MATCH_EVERY == 0 {

@@ -8,7 +8,7 @@ use crate::embed::Embedding;
 use crate::error::FacegateError;
 use crate::image_io::{decode_image, rgb_from_rgba};
 use crate::matching::compare;
-use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::pipeline::{FrameStages, Pipeline, PipelineOptions};
 use crate::session::{DeviceSession, SessionConfig};
 use image::RgbImage;
 use serde::Serialize;
@@ -197,13 +197,22 @@ impl FaceGate {
         signed.to_json().map_err(js_err)
     }
 
-    /// Everything the widget needs from one camera frame. `with_match` also
-    /// embeds the face and scores it against the reference (heavier; the
-    /// widget calls it on a few good frames only).
+    /// Every stage on one camera frame: faces with quality, pose, eyes,
+    /// passive liveness, and with `with_match` (when a reference is set) the
+    /// match score against it.
     #[wasm_bindgen(js_name = analyzeFrame)]
     pub fn analyze_frame(&self, width: u32, height: u32, rgba: &[u8], with_match: bool) -> Result<JsValue, JsError> {
         let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
-        to_js(&self.frame_report(&img, with_match).map_err(js_err)?)
+        let stages = FrameStages { embed: with_match && self.reference.is_some(), ..FrameStages::ALL };
+        to_js(&self.frame_report(&img, stages).map_err(js_err)?)
+    }
+
+    /// Capture guidance before the challenge (the oval overlay's hints):
+    /// faces and their quality only, the cheapest frame call.
+    #[wasm_bindgen(js_name = guideFrame)]
+    pub fn guide_frame(&self, width: u32, height: u32, rgba: &[u8]) -> Result<JsValue, JsError> {
+        let img = rgb_from_rgba(width, height, rgba).map_err(js_err)?;
+        to_js(&self.frame_report(&img, FrameStages::GUIDANCE).map_err(js_err)?)
     }
 
     /// Benchmark hook: runs every stage once on an RGBA frame and returns
@@ -246,28 +255,19 @@ impl FaceGate {
 }
 
 impl FaceGate {
-    fn frame_report(&self, img: &RgbImage, with_match: bool) -> crate::Result<FrameReport> {
-        let faces = self.pipeline.analyze(img)?;
-        let mut report = FrameReport { faces, pose: None, eyes: None, passive_liveness: None, match_score: None };
-        let Some(main) = crate::pipeline::largest_report(&report.faces) else {
-            return Ok(report);
+    fn frame_report(&self, img: &RgbImage, stages: FrameStages) -> crate::Result<FrameReport> {
+        let frame = self.pipeline.frame(img, stages, performance_now)?;
+        let match_score = match (&frame.embedding, &self.reference) {
+            (Some(e), Some(reference)) => Some(compare(reference, e, &self.pipeline.calibration).score),
+            _ => None,
         };
-        let det = main.detection.clone();
-        if self.pipeline.landmarker.is_some() {
-            let mesh = self.pipeline.mesh(img, &det)?;
-            report.pose = Some(mesh.pose);
-            report.eyes = Some(mesh.eyes);
-        }
-        if let Some(l) = &self.pipeline.liveness {
-            report.passive_liveness = Some(l.score(img, &det)?);
-        }
-        if with_match {
-            if let Some(reference) = &self.reference {
-                let e = self.pipeline.embedder.embed(img, &det.landmarks)?;
-                report.match_score = Some(compare(reference, &e, &self.pipeline.calibration).score);
-            }
-        }
-        Ok(report)
+        Ok(FrameReport {
+            faces: frame.faces,
+            pose: frame.mesh.as_ref().map(|m| m.pose),
+            eyes: frame.mesh.as_ref().map(|m| m.eyes),
+            passive_liveness: frame.passive_liveness,
+            match_score,
+        })
     }
 }
 

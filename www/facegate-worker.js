@@ -113,10 +113,10 @@ function requireGate() {
 const handlers = {
   load,
   reference: ({ bytes }) => requireGate().setReferenceImage(new Uint8Array(bytes)),
-  // selfie guidance: detection, quality, pose, eyes (no matching)
+  // selfie guidance: faces and their quality (the hints under the oval)
   analyze: ({ bitmap }) => {
     const img = rgbaOf(bitmap);
-    return requireGate().analyzeFrame(img.width, img.height, img.data, false);
+    return requireGate().guideFrame(img.width, img.height, img.data);
   },
   newSession: () => requireGate().newSession(),
   begin: ({ config }) => requireGate().beginChallenge(JSON.stringify(config)),
