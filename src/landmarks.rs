@@ -28,6 +28,9 @@ mod idx {
     pub const FACE_RIGHT_EDGE: usize = 454; // image right
     pub const FOREHEAD: usize = 10;
     pub const CHIN: usize = 152;
+    pub const NOSE_TIP: usize = 1;
+    pub const MOUTH_IMAGE_LEFT: usize = 61;
+    pub const MOUTH_IMAGE_RIGHT: usize = 291;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,72 @@ pub struct FaceMesh {
     pub presence: f32,
     pub pose: HeadPose,
     pub eyes: EyeState,
+}
+
+/// Where the face is expected on the next frame, from this frame's mesh, in
+/// the detector's terms, so the mesh can follow a face between detections
+/// (MediaPipe runs its mesh the same way). The detector's box and the mesh's
+/// extent differ in shape; `FaceTrack` learns that difference on each frame
+/// that did run the detector.
+#[derive(Debug, Clone)]
+pub struct FaceTrack {
+    detection: Detection,
+    /// Detector box relative to the mesh extent: centre offset and size, in
+    /// units of the extent's width and height.
+    offset: [f32; 2],
+    size: [f32; 2],
+}
+
+impl FaceMesh {
+    /// `[x, y, w, h]` of the mesh points.
+    pub fn extent(&self) -> [f32; 4] {
+        let (mut lo, mut hi) = ([f32::MAX; 2], [f32::MIN; 2]);
+        for p in &self.points {
+            for a in 0..2 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a]);
+            }
+        }
+        [lo[0], lo[1], (hi[0] - lo[0]).max(1.0), (hi[1] - lo[1]).max(1.0)]
+    }
+
+    /// The detector's five points (eye centres, nose tip, mouth corners, left
+    /// to right in the image) read off the mesh.
+    pub fn five_points(&self) -> [[f32; 2]; 5] {
+        let xy = |i: usize| [self.points[i][0], self.points[i][1]];
+        let centre = |eye: [usize; 6]| {
+            let (x, y) = eye.iter().fold((0.0, 0.0), |(x, y), &i| (x + self.points[i][0], y + self.points[i][1]));
+            [x / 6.0, y / 6.0]
+        };
+        [centre(idx::RIGHT_EYE), centre(idx::LEFT_EYE), xy(idx::NOSE_TIP), xy(idx::MOUTH_IMAGE_LEFT), xy(idx::MOUTH_IMAGE_RIGHT)]
+    }
+}
+
+impl FaceTrack {
+    /// Start (or re-anchor) a track on a detector result and the mesh it gave.
+    pub fn anchor(detection: &Detection, mesh: &FaceMesh) -> FaceTrack {
+        let e = mesh.extent();
+        let c = detection.center();
+        FaceTrack {
+            detection: detection.clone(),
+            offset: [(c[0] - (e[0] + e[2] / 2.0)) / e[2], (c[1] - (e[1] + e[3] / 2.0)) / e[3]],
+            size: [detection.bbox[2] / e[2], detection.bbox[3] / e[3]],
+        }
+    }
+
+    /// Follow the face to the mesh of a frame that did not run the detector.
+    pub fn follow(&mut self, mesh: &FaceMesh) {
+        let e = mesh.extent();
+        let (w, h) = (e[2] * self.size[0], e[3] * self.size[1]);
+        let c = [e[0] + e[2] / 2.0 + self.offset[0] * e[2], e[1] + e[3] / 2.0 + self.offset[1] * e[3]];
+        self.detection.bbox = [c[0] - w / 2.0, c[1] - h / 2.0, w, h];
+        self.detection.landmarks = mesh.five_points();
+    }
+
+    /// The face as the detector would report it on the next frame.
+    pub fn detection(&self) -> &Detection {
+        &self.detection
+    }
 }
 
 pub struct Landmarker {

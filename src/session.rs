@@ -12,7 +12,9 @@ use crate::embed::Embedding;
 use crate::error::{FacegateError, Result};
 use crate::escrow::EvidencePackage;
 use crate::matching::compare;
+use crate::landmarks::FaceTrack;
 use crate::pipeline::{largest_report, FaceReport, Pipeline};
+use crate::quality::assess;
 use crate::signed::{ActiveLiveness, ClientDecision, DeviceKey, SignedResult, VerificationResult, PROTOCOL_VERSION};
 use crate::template::TransformKey;
 use image::RgbImage;
@@ -39,13 +41,19 @@ pub struct SessionConfig {
 /// Frames whose head is within this yaw of frontal are used for matching
 /// (mesh yaw reads about 15 degrees on photos people call frontal).
 const MATCH_MAX_YAW: f32 = 22.0;
-/// Embed at most every n-th frontal frame: matching is the heaviest stage.
-const MATCH_EVERY: usize = 4;
-/// Score passive liveness on every n-th frame with a face. The session's
-/// verdict is the median over its frames, so a challenge of a few seconds
-/// still gives it a dozen samples, and the two MiniFASNets were the
-/// costliest stage of a challenge frame after detection.
-pub const LIVENESS_EVERY: usize = 3;
+/// Run the detector on every n-th frame while exactly one face is in view;
+/// in between, the mesh follows the face from the previous frame's mesh
+/// (`FaceTrack`), so the challenge still gets a pose/eye sample on every
+/// frame. Passive liveness and the embedding need the detector's own box and
+/// landmarks, so they run on detection frames only: the session's verdicts
+/// are medians over its frames, and a challenge of a few seconds still gives
+/// each of them a dozen samples or more. A second face entering the view is
+/// seen at the next detection, at most n-1 frames later; frames with several
+/// faces never count towards the challenge.
+pub const DETECT_EVERY: usize = 4;
+/// A mesh whose face-presence score falls below this has lost the face: the
+/// next frame runs the detector.
+const MESH_PRESENCE_MIN: f32 = 0.5;
 
 /// Per-frame feedback for the widget.
 #[derive(Debug, Clone, Serialize)]
@@ -85,8 +93,8 @@ pub struct DeviceSession {
     track: Vec<TrackSample>,
     passive: Vec<f32>,
     matches: Vec<(f32, Embedding)>,
-    frontal_frames: usize,
-    face_frames: usize,
+    /// The face followed between detections, and frames since the detector ran.
+    following: Option<(FaceTrack, usize)>,
     live_crop: Option<RgbImage>,
 }
 
@@ -107,7 +115,7 @@ impl DeviceSession {
     }
 
     pub fn with_key(key: DeviceKey) -> Self {
-        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), frontal_frames: 0, face_frames: 0, live_crop: None }
+        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), following: None, live_crop: None }
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -124,44 +132,61 @@ impl DeviceSession {
         self.track.clear();
         self.passive.clear();
         self.matches.clear();
-        self.frontal_frames = 0;
-        self.face_frames = 0;
+        self.following = None;
         Ok(steps)
     }
 
     /// One camera frame of the challenge, `t_ms` since the challenge began.
     pub fn push_frame(&mut self, p: &Pipeline, reference: Option<&Embedding>, img: &RgbImage, t_ms: u32) -> Result<FrameUpdate> {
         let progress = self.progress.as_mut().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
-        let faces = p.analyze(img)?;
+        let followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
+        let detected = followed.is_none();
+        let faces = match &followed {
+            Some((track, _)) => {
+                let det = track.detection().clone();
+                vec![FaceReport { quality: assess(img, &det, &p.quality_thresholds), detection: det }]
+            }
+            None => p.analyze(img)?,
+        };
         let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None };
         if let Some(face) = largest_report(&update.faces) {
             let det = face.detection.clone();
+            let one_face = update.faces.len() == 1;
             let mesh = p.mesh(img, &det)?;
+            // follow a single face with the mesh until the next detection
+            self.following = match followed {
+                _ if !one_face || mesh.presence < MESH_PRESENCE_MIN => None,
+                Some((mut track, since)) => {
+                    track.follow(&mesh);
+                    Some((track, since + 1))
+                }
+                None => {
+                    let mut track = FaceTrack::anchor(&det, &mesh);
+                    track.follow(&mesh);
+                    Some((track, 1))
+                }
+            };
             let sample = TrackSample { t_ms, yaw: mesh.pose.yaw, pitch: mesh.pose.pitch, left_openness: mesh.eyes.left_openness, right_openness: mesh.eyes.right_openness };
-            if update.faces.len() == 1 && !progress.is_complete() {
+            if one_face && !progress.is_complete() {
                 // several faces in view: nothing counts until only one is left
                 progress.push(&sample);
                 self.track.push(sample);
             }
             update.sample = Some(sample);
-            if let Some(l) = p.liveness.as_ref().filter(|_| self.face_frames % LIVENESS_EVERY == 0) {
+            if let Some(l) = p.liveness.as_ref().filter(|_| detected) {
                 let s = l.score(img, &det)?;
                 self.passive.push(s);
                 update.passive_liveness = Some(s);
             }
-            self.face_frames += 1;
-            if let Some(reference) = reference {
-                if sample.yaw.abs() <= MATCH_MAX_YAW && update.faces.len() == 1 {
-                    if self.frontal_frames % MATCH_EVERY == 0 {
-                        let crop = p.embedder.align(img, &det.landmarks);
-                        let e = p.embedder.embed_aligned(&crop)?;
-                        let score = compare(reference, &e, &p.calibration).score;
-                        self.matches.push((score, e));
-                        if self.live_crop.is_none() {
-                            self.live_crop = Some(crop);
-                        }
+            if let Some(reference) = reference.filter(|_| detected) {
+                if sample.yaw.abs() <= MATCH_MAX_YAW && one_face {
+                    let crop = p.embedder.align(img, &det.landmarks);
+                    let e = p.embedder.embed_aligned(&crop)?;
+                    let score = compare(reference, &e, &p.calibration).score;
+                    self.matches.push((score, e));
+                    if self.live_crop.is_none() {
+                        self.live_crop = Some(crop);
                     }
-                    self.frontal_frames += 1;
                 }
             }
         }

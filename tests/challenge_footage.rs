@@ -116,3 +116,42 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
     assert!(!wire.contains("embedding"));
     let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
 }
+
+/// Between detections the session follows the face with the mesh alone
+/// (`FaceTrack`), re-anchored on the detector every `DETECT_EVERY` frames.
+/// Over the head turn at 30 fps, the frames in between must read the same
+/// pose and eyes as running the detector on every frame.
+#[test]
+fn mesh_following_the_face_agrees_with_the_detector() {
+    use facegate::landmarks::FaceTrack;
+    use facegate::session::DETECT_EVERY;
+    let p = Pipeline::load_native(&PipelineOptions { liveness: false, ..Default::default() }).unwrap();
+    let files = frames(4.5, 1.0, "follow");
+    let mut track: Option<FaceTrack> = None;
+    let (mut yaw_diff, mut eye_diff) = (Vec::new(), Vec::new());
+    for (i, f) in files.iter().enumerate() {
+        let img = read_image_file(f).unwrap();
+        let (det, detected_mesh, _) = p.track_sample(&img, 0).unwrap().expect("one face in every frame");
+        match track.as_mut().filter(|_| i % DETECT_EVERY != 0) {
+            None => {
+                let mut t = FaceTrack::anchor(&det, &detected_mesh);
+                t.follow(&detected_mesh);
+                track = Some(t);
+            }
+            Some(t) => {
+                let followed = p.mesh(&img, t.detection()).unwrap();
+                assert!(followed.presence > 0.5, "the mesh lost the face: presence {}", followed.presence);
+                yaw_diff.push((followed.pose.yaw - detected_mesh.pose.yaw).abs());
+                eye_diff.push((followed.eyes.left_openness - detected_mesh.eyes.left_openness).abs().max((followed.eyes.right_openness - detected_mesh.eyes.right_openness).abs()));
+                t.follow(&followed);
+            }
+        }
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let max = |v: &[f32]| v.iter().copied().fold(0.0, f32::max);
+    println!("yaw |diff| mean {:.2} max {:.2}; openness |diff| mean {:.3} max {:.3}", mean(&yaw_diff), max(&yaw_diff), mean(&eye_diff), max(&eye_diff));
+    assert!(yaw_diff.len() >= 20);
+    assert!(mean(&yaw_diff) < 3.0 && max(&yaw_diff) < 8.0, "yaw drifts: {yaw_diff:?}");
+    assert!(mean(&eye_diff) < 0.1 && max(&eye_diff) < 0.25, "eye openness drifts: {eye_diff:?}");
+    let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
+}

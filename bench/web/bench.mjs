@@ -9,9 +9,9 @@
 //   from a real frame; ORT gets exactly those floats) — also checks that
 //   both runtimes compute the same outputs;
 // - end to end per frame (ratio_end_to_end): the widget's challenge frame
-//   (challengeFrame: RGBA in, detect + quality and the mesh on every frame,
-//   passive liveness on every third, align + embed on every fourth frontal
-//   one; mean over the frames in order) vs onnxruntime-web running every
+//   (challengeFrame: RGBA in, the mesh on every frame, the detector,
+//   passive liveness and align + embed (frontal) on every fourth, the mesh
+//   following the face in between; mean over the frames in order) vs onnxruntime-web running every
 //   model on every frame, as a pipeline without that schedule would; ORT's
 //   side is model time only (its pre/post-processing would be JS on top);
 // - every stage on every frame (ratio_every_stage): facegate's analyzeFrame
