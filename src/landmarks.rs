@@ -205,3 +205,39 @@ pub fn eye_state(pts: &[[f32; 3]]) -> EyeState {
     let open = |e: f32| ((e - EAR_CLOSED) / (EAR_OPEN - EAR_CLOSED)).clamp(0.0, 1.0);
     EyeState { left_ear: l, right_ear: r, left_openness: open(l), right_openness: open(r) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh_at(offset: [f32; 2], scale: f32) -> FaceMesh {
+        // a fixed cloud of 468 points, moved and scaled
+        let points = (0..468).map(|i| {
+            let (a, r) = (i as f32 * 0.7, 40.0 + (i % 13) as f32 * 4.0);
+            [offset[0] + scale * r * a.cos(), offset[1] + scale * 1.3 * r * a.sin(), 0.0]
+        });
+        let eyes = EyeState { left_ear: 0.3, right_ear: 0.3, left_openness: 1.0, right_openness: 1.0 };
+        FaceMesh { points: points.collect(), presence: 1.0, pose: HeadPose { yaw: 0.0, pitch: 0.0, roll: 0.0 }, eyes }
+    }
+
+    #[test]
+    fn a_track_keeps_the_detector_box_shape_as_the_face_moves_and_scales() {
+        let mesh = mesh_at([200.0, 150.0], 1.0);
+        let e = mesh.extent();
+        // the detector's box is narrower than the mesh and sits lower
+        let det = Detection { bbox: [e[0] + 10.0, e[1] + 20.0, e[2] - 20.0, e[3] - 10.0], score: 0.9, landmarks: mesh.five_points() };
+        let mut track = FaceTrack::anchor(&det, &mesh);
+        track.follow(&mesh);
+        for (a, b) in track.detection().bbox.iter().zip(det.bbox) {
+            assert!((a - b).abs() < 1e-3, "same mesh, same box: {:?} vs {:?}", track.detection().bbox, det.bbox);
+        }
+        // the face moves right by 50 px and comes 20 % closer
+        let moved = mesh_at([250.0, 150.0], 1.2);
+        track.follow(&moved);
+        let m = moved.extent();
+        let b = track.detection().bbox;
+        assert!((b[2] - (m[2] - 20.0 * m[2] / e[2])).abs() < 1e-2, "width scales with the mesh: {b:?}");
+        assert!((b[0] - (m[0] + 10.0 * m[2] / e[2])).abs() < 1e-2, "left edge keeps its offset: {b:?}");
+        assert_eq!(track.detection().landmarks, moved.five_points());
+    }
+}
