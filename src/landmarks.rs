@@ -104,15 +104,18 @@ impl FaceMesh {
 }
 
 impl FaceTrack {
-    /// Start (or re-anchor) a track on a detector result and the mesh it gave.
+    /// Start (or re-anchor) a track on a detector result and the mesh it
+    /// gave; the track then points at that face, with the mesh's five points.
     pub fn anchor(detection: &Detection, mesh: &FaceMesh) -> FaceTrack {
         let e = mesh.extent();
         let c = detection.center();
-        FaceTrack {
+        let mut track = FaceTrack {
             detection: detection.clone(),
             offset: [(c[0] - (e[0] + e[2] / 2.0)) / e[2], (c[1] - (e[1] + e[3] / 2.0)) / e[3]],
             size: [detection.bbox[2] / e[2], detection.bbox[3] / e[3]],
-        }
+        };
+        track.follow(mesh);
+        track
     }
 
     /// Follow the face to the mesh of a frame that did not run the detector.
@@ -227,7 +230,6 @@ mod tests {
         // the detector's box is narrower than the mesh and sits lower
         let det = Detection { bbox: [e[0] + 10.0, e[1] + 20.0, e[2] - 20.0, e[3] - 10.0], score: 0.9, landmarks: mesh.five_points() };
         let mut track = FaceTrack::anchor(&det, &mesh);
-        track.follow(&mesh);
         for (a, b) in track.detection().bbox.iter().zip(det.bbox) {
             assert!((a - b).abs() < 1e-3, "same mesh, same box: {:?} vs {:?}", track.detection().bbox, det.bbox);
         }

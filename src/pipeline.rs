@@ -110,11 +110,12 @@ impl Pipeline {
 
     /// Faces with their quality checks, best detection score first.
     pub fn analyze(&self, img: &RgbImage) -> Result<Vec<FaceReport>> {
-        Ok(self
-            .detect(img)?
-            .into_iter()
-            .map(|d| FaceReport { quality: assess(img, &d, &self.quality_thresholds), detection: d })
-            .collect())
+        Ok(self.detect(img)?.into_iter().map(|d| self.report(img, d)).collect())
+    }
+
+    /// One face with its quality checks on `img`.
+    pub fn report(&self, img: &RgbImage, detection: Detection) -> FaceReport {
+        FaceReport { quality: assess(img, &detection, &self.quality_thresholds), detection }
     }
 
     /// Passive liveness of the largest face: (face, score in [0,1]).
@@ -169,28 +170,27 @@ impl Pipeline {
     pub fn frame(&self, img: &RgbImage, stages: FrameStages, clock: fn() -> f64) -> Result<FrameAnalysis> {
         let start = clock();
         let faces = self.analyze(img)?;
-        let mut times = StageTimes { faces: faces.len(), detect: clock() - start, ..Default::default() };
-        let mut out = FrameAnalysis { faces, mesh: None, passive_liveness: None, embedding: None, times: StageTimes::default() };
+        let times = StageTimes { faces: faces.len(), detect: clock() - start, ..Default::default() };
+        let mut out = FrameAnalysis { faces, mesh: None, passive_liveness: None, embedding: None, times };
         if let Some(face) = largest_report(&out.faces) {
             let det = face.detection.clone();
             if stages.mesh && self.landmarker.is_some() {
                 let s = clock();
                 out.mesh = Some(self.mesh(img, &det)?);
-                times.landmarks = clock() - s;
+                out.times.landmarks = clock() - s;
             }
             if let Some(l) = self.liveness.as_ref().filter(|_| stages.liveness) {
                 let s = clock();
                 out.passive_liveness = Some(l.score(img, &det)?);
-                times.liveness = clock() - s;
+                out.times.liveness = clock() - s;
             }
             if stages.embed {
                 let s = clock();
                 out.embedding = Some(self.embedder.embed(img, &det.landmarks)?);
-                times.embed = clock() - s;
+                out.times.embed = clock() - s;
             }
         }
-        times.total = clock() - start;
-        out.times = times;
+        out.times.total = clock() - start;
         Ok(out)
     }
 

@@ -6,9 +6,9 @@
 //! with per-element stride arithmetic, and a profile of the widget's frame
 //! (node --cpu-prof on the wasm build) put about a third of all time there:
 //! Face Mesh and both MiniFASNets have a PReLU after nearly every convolution.
-//! Here the per-channel slope is read once per channel and the loop over a
-//! channel's contiguous values is a plain select that LLVM vectorises (SIMD128
-//! in the browser, AVX natively). The result is the same float for every
+//! Here the per-channel slope is read once per channel and a channel's
+//! contiguous values go through one select (SIMD128 in the browser, a loop
+//! LLVM vectorises natively). The result is the same float for every
 //! input: `x` where `x >= 0` (and for NaN), `slope * x` below zero.
 //!
 //! Shapes other than a constant slope of one value per channel (axis 1) or a

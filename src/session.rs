@@ -14,7 +14,6 @@ use crate::escrow::EvidencePackage;
 use crate::matching::compare;
 use crate::landmarks::FaceTrack;
 use crate::pipeline::{largest_report, FaceReport, Pipeline};
-use crate::quality::assess;
 use crate::signed::{ActiveLiveness, ClientDecision, DeviceKey, SignedResult, VerificationResult, PROTOCOL_VERSION};
 use crate::template::TransformKey;
 use image::RgbImage;
@@ -142,10 +141,7 @@ impl DeviceSession {
         let followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
         let detected = followed.is_none();
         let faces = match &followed {
-            Some((track, _)) => {
-                let det = track.detection().clone();
-                vec![FaceReport { quality: assess(img, &det, &p.quality_thresholds), detection: det }]
-            }
+            Some((track, _)) => vec![p.report(img, track.detection().clone())],
             None => p.analyze(img)?,
         };
         let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None };
@@ -160,11 +156,7 @@ impl DeviceSession {
                     track.follow(&mesh);
                     Some((track, since + 1))
                 }
-                None => {
-                    let mut track = FaceTrack::anchor(&det, &mesh);
-                    track.follow(&mesh);
-                    Some((track, 1))
-                }
+                None => Some((FaceTrack::anchor(&det, &mesh), 1)),
             };
             let sample = TrackSample { t_ms, yaw: mesh.pose.yaw, pitch: mesh.pose.pitch, left_openness: mesh.eyes.left_openness, right_openness: mesh.eyes.right_openness };
             if one_face && !progress.is_complete() {

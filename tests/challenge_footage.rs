@@ -133,11 +133,7 @@ fn mesh_following_the_face_agrees_with_the_detector() {
         let img = read_image_file(f).unwrap();
         let (det, detected_mesh, _) = p.track_sample(&img, 0).unwrap().expect("one face in every frame");
         match track.as_mut().filter(|_| i % DETECT_EVERY != 0) {
-            None => {
-                let mut t = FaceTrack::anchor(&det, &detected_mesh);
-                t.follow(&detected_mesh);
-                track = Some(t);
-            }
+            None => track = Some(FaceTrack::anchor(&det, &detected_mesh)),
             Some(t) => {
                 let followed = p.mesh(&img, t.detection()).unwrap();
                 assert!(followed.presence > 0.5, "the mesh lost the face: presence {}", followed.presence);

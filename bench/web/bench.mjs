@@ -11,8 +11,9 @@
 // - end to end per frame (ratio_end_to_end): the widget's challenge frame
 //   (challengeFrame: RGBA in, the mesh on every frame, the detector,
 //   passive liveness and align + embed (frontal) on every fourth, the mesh
-//   following the face in between; mean over the frames in order) vs onnxruntime-web running every
-//   model on every frame, as a pipeline without that schedule would; ORT's
+//   following the face in between; mean over the frames in order) vs
+//   onnxruntime-web running every model on every frame, as a pipeline
+//   without that schedule would; ORT's
 //   side is model time only (its pre/post-processing would be JS on top);
 // - every stage on every frame (ratio_every_stage): facegate's analyzeFrame
 //   with match (decode RGBA, detect, quality, mesh, two liveness models,
