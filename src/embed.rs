@@ -6,6 +6,7 @@
 
 use crate::align::{similarity_transform, to_nchw, warp_affine, PixelNorm, ARCFACE_112};
 use crate::error::{FacegateError, Result};
+use crate::matching::{Calibration, OperatingPoint};
 use crate::runtime::OnnxModel;
 use image::{imageops, RgbImage};
 
@@ -19,17 +20,52 @@ pub struct EmbedderConfig {
     pub template_scale: f32,
     /// Also embed the mirrored crop and average: a standard test-time
     /// augmentation that makes the embedding less sensitive to pose asymmetry.
+    /// It doubles the cost; kept only where it was measured to pay.
     pub flip: bool,
+    /// Cosine → calibrated score, and the default threshold on that score.
+    pub calibration: Calibration,
+    /// Thresholds at fixed false-accept rates, measured on lfw-dev
+    /// (`cargo xtask eval`); the server's `match_threshold` takes these names.
+    pub operating_points: &'static [OperatingPoint],
+    /// The same in the protected-template domain, for the server's 1:N
+    /// duplicate check (its FAR per comparison times the number of stored
+    /// templates is the expected number of false duplicates).
+    pub duplicate_points: &'static [OperatingPoint],
 }
+
+/// Calibration of the models that are only evaluated, never shipped: the
+/// identity map of the cosine onto (0,1) would not do, so the mobileface fit
+/// is reused; rank metrics (AUC, EER, TAR@FAR) are computed on the cosine
+/// and do not depend on it.
+const UNCALIBRATED: Calibration = Calibration { a: 21.99, b: -4.247, threshold: 0.80 };
 
 /// The embedding models measured on the dev pairs (see models/README.md).
 pub const CANDIDATES: &[EmbedderConfig] = &[
+    // sirius-ai MobileFaceNet (192-d), from the tfjs graph with its PReLUs
+    // repaired (models/tools/tfjs_to_onnx.py fold_prelu + negate_prelu_slopes),
+    // equal to the published TFLite reference to 1e-6. Flip averaging was
+    // measured not to pay for it (see models/README.md), so it is off:
+    // half the cost per face.
     EmbedderConfig {
         name: "mobilefacenet",
         size: 112,
         norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
         template_scale: 1.0,
-        flip: true,
+        flip: false,
+        calibration: crate::matching::MOBILEFACENET_CALIBRATION,
+        operating_points: crate::matching::MOBILEFACENET_OPERATING_POINTS,
+        duplicate_points: crate::matching::MOBILEFACENET_DUPLICATE_POINTS,
+    },
+    // the same network with float32 weights (checked against the TFLite reference)
+    EmbedderConfig {
+        name: "mobilefacenet_f32",
+        size: 112,
+        norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
+        template_scale: 1.0,
+        flip: false,
+        calibration: crate::matching::MOBILEFACENET_CALIBRATION,
+        operating_points: crate::matching::MOBILEFACENET_OPERATING_POINTS,
+        duplicate_points: crate::matching::MOBILEFACENET_DUPLICATE_POINTS,
     },
     EmbedderConfig {
         name: "mobilefacenet_asis",
@@ -37,13 +73,20 @@ pub const CANDIDATES: &[EmbedderConfig] = &[
         norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
         template_scale: 1.0,
         flip: true,
+        calibration: UNCALIBRATED,
+        operating_points: &[],
+        duplicate_points: &[],
     },
+    // the previous default (AUC 0.981 on lfw-dev), kept selectable for comparison
     EmbedderConfig {
         name: "mobileface",
         size: 112,
         norm: PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: false },
         template_scale: 1.0,
         flip: true,
+        calibration: crate::matching::MOBILEFACE_CALIBRATION,
+        operating_points: crate::matching::MOBILEFACE_OPERATING_POINTS,
+        duplicate_points: &[],
     },
     // the same network with float32 weights (the shipped one stores int8)
     EmbedderConfig {
@@ -52,17 +95,25 @@ pub const CANDIDATES: &[EmbedderConfig] = &[
         norm: PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: false },
         template_scale: 1.0,
         flip: true,
+        calibration: crate::matching::MOBILEFACE_CALIBRATION,
+        operating_points: crate::matching::MOBILEFACE_OPERATING_POINTS,
+        duplicate_points: &[],
     },
+    // HSE faceres as its own code feeds it: BGR, minus the ImageNet channel
+    // means (0..255 scale, no division), 224x224 ArcFace-aligned crop.
     EmbedderConfig {
         name: "faceres",
         size: 224,
-        norm: PixelNorm { mean: [0.0; 3], std: [255.0; 3], bgr: false },
+        norm: PixelNorm { mean: [103.939, 116.779, 123.68], std: [1.0; 3], bgr: true },
         template_scale: 2.0,
         flip: true,
+        calibration: UNCALIBRATED,
+        operating_points: &[],
+        duplicate_points: &[],
     },
 ];
 
-pub const DEFAULT_EMBEDDER: &str = "mobileface";
+pub const DEFAULT_EMBEDDER: &str = "mobilefacenet";
 
 pub fn config(name: &str) -> Result<EmbedderConfig> {
     CANDIDATES
@@ -127,4 +178,34 @@ impl Embedder {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         Ok(v.into_iter().map(|x| x / norm).collect())
     }
+}
+
+/// The synthetic 112x112 pattern `k` that models/tools/check_reference.py
+/// feeds the converted model and its TFLite reference: the same bytes in
+/// Python and Rust, and no face in the repository.
+pub fn reference_pattern(k: u32) -> RgbImage {
+    RgbImage::from_fn(112, 112, |x, y| {
+        let px = |ch: u32| {
+            let (k, ch, x, y) = (k as f64, ch as f64, x as f64, y as f64);
+            let (a, b, c) = (0.05 * (k + 1.0) + 0.013 * ch, 0.031 * (k + 2.0) - 0.007 * ch, 0.5 * ch + k);
+            (127.5 + 127.5 * (a * x + b * y + c).sin()).floor().clamp(0.0, 255.0) as u8
+        };
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// Largest absolute difference between this embedder's outputs on the
+/// reference patterns and the reference runtime's (`expected[k]` for
+/// pattern k, L2-normalised). Only the difference leaves: natively and in
+/// wasm the check needs no embedding outside the crate.
+pub fn max_difference_to_reference(embedder: &Embedder, expected: &[Vec<f32>]) -> Result<f32> {
+    let mut worst = 0.0f32;
+    for (k, want) in expected.iter().enumerate() {
+        let got = embedder.embed_aligned(&reference_pattern(k as u32))?;
+        if got.0.len() != want.len() {
+            return Err(FacegateError::InvalidInput(format!("reference has {} values, the model gives {}", want.len(), got.0.len())));
+        }
+        worst = got.0.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    Ok(worst)
 }

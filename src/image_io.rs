@@ -49,3 +49,44 @@ pub fn read_image_file(path: &std::path::Path) -> Result<RgbImage> {
         .map_err(|e| FacegateError::Io { path: path.display().to_string(), reason: e.to_string() })?;
     decode_image(&bytes)
 }
+
+/// How an ID document's face photo typically reaches a SIM check: small,
+/// heavily compressed, sometimes grey. The chip photo of a Chinese resident
+/// ID card is 102x126 pixels, a photographed card or a photocopy is soft and
+/// small. Used by the evaluation's ID-style protocol (`facegate pairs
+/// --id-style`) to measure matching against such pictures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdPhotoStyle {
+    /// The whole picture is scaled so that its longer side has this many pixels.
+    pub long_side: u32,
+    /// JPEG quality of the re-encoding (1-100).
+    pub jpeg_quality: u8,
+    /// Converted to grey (as a photocopy or a grey-printed card).
+    pub grey: bool,
+}
+
+impl IdPhotoStyle {
+    /// The evaluation protocol: about 112 px, JPEG quality 30, every third
+    /// picture (by its position in the list) grey.
+    pub fn protocol(index: usize) -> Self {
+        IdPhotoStyle { long_side: 112, jpeg_quality: 30, grey: index % 3 == 2 }
+    }
+
+    /// Renders `img` like that: downscale (Catmull-Rom, as a phone's or a
+    /// card reader's resampling would soften it), grey if asked, JPEG round trip.
+    pub fn render(&self, img: &RgbImage) -> Result<RgbImage> {
+        use image::{codecs::jpeg::JpegEncoder, imageops::FilterType, DynamicImage};
+        let (w, h) = img.dimensions();
+        let scale = self.long_side as f32 / w.max(h) as f32;
+        let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
+        let mut small = DynamicImage::ImageRgb8(image::imageops::resize(img, nw, nh, FilterType::CatmullRom));
+        if self.grey {
+            small = DynamicImage::ImageLuma8(small.to_luma8());
+        }
+        let mut bytes = Vec::new();
+        JpegEncoder::new_with_quality(&mut bytes, self.jpeg_quality)
+            .encode_image(&small)
+            .map_err(|e| FacegateError::ImageDecode(format!("JPEG encode: {e}")))?;
+        decode_image(&bytes)
+    }
+}

@@ -75,6 +75,71 @@ pub fn verification_metrics(scores: &[(f64, bool)], threshold: f64) -> Verificat
     }
 }
 
+/// The lowest threshold whose false-accept rate on `impostor` scores (rule
+/// `score >= threshold`) stays at or below `far`, with the FAR it reaches
+/// and how many impostors are at or above it. With n impostor scores the
+/// finest FAR that can be told from zero is 1/n: a point below ~10/n rests
+/// on a handful of pairs and is reported as such by its count.
+pub fn threshold_at_far(impostor: &[f64], far: f64) -> (f64, f64, usize) {
+    let mut s = impostor.to_vec();
+    s.sort_by(|a, b| b.total_cmp(a));
+    let n = s.len().max(1);
+    let allowed = (far * n as f64).floor() as usize;
+    // accepted = every score >= t; with t just above s[allowed] exactly
+    // `allowed` impostors pass (ties pushed above as well)
+    let t = match s.get(allowed) {
+        Some(&v) => next_up(v),
+        None => s.last().copied().unwrap_or(0.0),
+    };
+    let accepted = s.iter().filter(|&&x| x >= t).count();
+    (t, accepted as f64 / n as f64, accepted)
+}
+
+fn next_up(v: f64) -> f64 {
+    // the smallest step that puts `v` itself below the threshold
+    v + v.abs().max(1e-12) * 1e-9
+}
+
+/// Share of `genuine` scores at or above `threshold`.
+pub fn accept_rate(genuine: &[f64], threshold: f64) -> f64 {
+    genuine.iter().filter(|&&x| x >= threshold).count() as f64 / genuine.len().max(1) as f64
+}
+
+/// Platt scaling: the logistic `1 / (1 + exp(-(a*x + b)))` fitted by Newton's
+/// method to labelled scores, with Platt's smoothed targets ((N+ + 1)/(N+ + 2)
+/// and 1/(N- + 2)) so that separable data still gives a finite fit.
+pub fn platt_fit(scores: &[(f64, bool)]) -> (f64, f64) {
+    let pos = scores.iter().filter(|s| s.1).count() as f64;
+    let neg = scores.len() as f64 - pos;
+    let (hi, lo) = ((pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0));
+    let (mut a, mut b) = (1.0f64, 0.0f64);
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-12, 0.0, 1e-12);
+        for &(x, same) in scores {
+            let t = if same { hi } else { lo };
+            let p = 1.0 / (1.0 + (-(a * x + b)).exp());
+            let d = p - t;
+            let w = p * (1.0 - p);
+            ga += d * x;
+            gb += d;
+            haa += w * x * x;
+            hab += w * x;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let (da, db) = ((hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det);
+        a -= da;
+        b -= db;
+        if da.abs() < 1e-10 && db.abs() < 1e-10 {
+            break;
+        }
+    }
+    (a, b)
+}
+
 /// Presentation-attack detection metrics (ISO/IEC 30107-3 names): APCER is the
 /// share of attacks accepted as bona fide, BPCER the share of bona fide
 /// presentations rejected, at `threshold` (score >= threshold = bona fide).
@@ -148,6 +213,27 @@ pub fn detection_metrics(images: &[(Vec<[f32; 4]>, Vec<([f32; 4], f32)>)], min_i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_at_far_accepts_at_most_the_asked_share() {
+        let impostor: Vec<f64> = (0..1000).map(|i| i as f64 / 1000.0).collect();
+        let (t, far, n) = threshold_at_far(&impostor, 1e-2);
+        assert_eq!(n, 10);
+        assert!((far - 0.01).abs() < 1e-12);
+        assert!(t > 0.989 && t <= 0.990 + 1e-6, "{t}");
+        // ties at the threshold are not let through
+        let tied = vec![0.5; 100];
+        assert_eq!(threshold_at_far(&tied, 1e-2).2, 0);
+    }
+
+    #[test]
+    fn platt_fit_orders_and_stays_finite_on_separable_scores() {
+        let s: Vec<(f64, bool)> = (0..100).map(|i| (i as f64 / 100.0, i >= 50)).collect();
+        let (a, b) = platt_fit(&s);
+        assert!(a.is_finite() && b.is_finite() && a > 0.0);
+        let p = |x: f64| 1.0 / (1.0 + (-(a * x + b)).exp());
+        assert!(p(0.9) > 0.9 && p(0.1) < 0.1 && (p(0.495) - 0.5).abs() < 0.1);
+    }
 
     #[test]
     fn perfect_separation() {

@@ -8,7 +8,7 @@ use crate::error::{FacegateError, Result};
 use crate::landmarks::{FaceMesh, Landmarker};
 use crate::liveness::{PassiveLiveness, LIVENESS_MODELS};
 use crate::manifest;
-use crate::matching::{compare, Calibration, MatchResult, DEFAULT_CALIBRATION};
+use crate::matching::{compare, Calibration, MatchResult};
 use crate::quality::{assess, Quality, QualityThresholds};
 use image::RgbImage;
 use serde::Serialize;
@@ -60,7 +60,10 @@ impl PipelineOptions {
 
 pub struct Pipeline {
     pub detector: FaceDetector,
-    pub embedder: Embedder,
+    /// `None` until the embedder has arrived when it loads in the background
+    /// ([`Pipeline::load_without_embedder`], the widget's first visit).
+    embedder: Option<Embedder>,
+    embedder_name: String,
     pub liveness: Option<PassiveLiveness>,
     pub landmarker: Option<Landmarker>,
     pub calibration: Calibration,
@@ -73,6 +76,16 @@ impl Pipeline {
     /// Build from a byte source (file system natively, `fetch` in the browser).
     /// Every byte string is checked against the manifest before use.
     pub fn load(opts: &PipelineOptions, mut source: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<Self> {
+        let mut p = Self::load_without_embedder(opts, &mut source)?;
+        p.add_embedder(&source(&opts.embedder)?)?;
+        Ok(p)
+    }
+
+    /// Every model but the embedder, which [`Pipeline::add_embedder`] adds
+    /// when its bytes arrive: detection, quality guidance, the mesh and
+    /// passive liveness work before it (the widget lets the user start while
+    /// the largest model is still downloading).
+    pub fn load_without_embedder(opts: &PipelineOptions, mut source: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<Self> {
         let mut hashes = Vec::new();
         let mut fetch = |name: &str| -> Result<Vec<u8>> {
             let bytes = source(name)?;
@@ -81,7 +94,7 @@ impl Pipeline {
             Ok(bytes)
         };
         let detector = FaceDetector::new(&fetch(&opts.detector)?, &opts.detector)?;
-        let embedder = Embedder::new(&fetch(&opts.embedder)?, embed::config(&opts.embedder)?)?;
+        let embedder_config = embed::config(&opts.embedder)?;
         let liveness = if opts.liveness {
             let mut models = Vec::new();
             for (name, _) in LIVENESS_MODELS {
@@ -96,7 +109,41 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(Pipeline { detector, embedder, liveness, landmarker, calibration: DEFAULT_CALIBRATION, quality_thresholds: QualityThresholds::default(), model_hashes: hashes })
+        Ok(Pipeline {
+            detector,
+            embedder: None,
+            embedder_name: opts.embedder.clone(),
+            liveness,
+            landmarker,
+            calibration: embedder_config.calibration,
+            quality_thresholds: QualityThresholds::default(),
+            model_hashes: hashes,
+        })
+    }
+
+    /// The embedder's bytes, checked against the manifest like every model.
+    pub fn add_embedder(&mut self, bytes: &[u8]) -> Result<()> {
+        let name = self.embedder_name.clone();
+        let entry = manifest::verify(&name, bytes)?;
+        self.embedder = Some(Embedder::new(bytes, embed::config(&name)?)?);
+        self.model_hashes.retain(|(n, _)| *n != name);
+        self.model_hashes.push((name, entry.sha256));
+        Ok(())
+    }
+
+    /// Manifest name of the embedder (loaded or still on its way).
+    pub fn embedder_name(&self) -> &str {
+        &self.embedder_name
+    }
+
+    /// The embedder, or `ModelNotReady` while it is still on its way.
+    pub fn embedder(&self) -> Result<&Embedder> {
+        self.embedder.as_ref().ok_or_else(|| FacegateError::ModelNotReady { name: self.embedder_name.clone() })
+    }
+
+    pub fn embedder_mut(&mut self) -> Result<&mut Embedder> {
+        let name = self.embedder_name.clone();
+        self.embedder.as_mut().ok_or(FacegateError::ModelNotReady { name })
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -153,7 +200,7 @@ impl Pipeline {
     pub fn embed_largest(&self, img: &RgbImage) -> Result<(Detection, Embedding)> {
         let faces = self.detect(img)?;
         let face = largest(&faces).ok_or(FacegateError::NoFace)?.clone();
-        let e = self.embedder.embed(img, &face.landmarks)?;
+        let e = self.embedder()?.embed(img, &face.landmarks)?;
         Ok((face, e))
     }
 
@@ -186,7 +233,7 @@ impl Pipeline {
             }
             if stages.embed {
                 let s = clock();
-                out.embedding = Some(self.embedder.embed(img, &det.landmarks)?);
+                out.embedding = Some(self.embedder()?.embed(img, &det.landmarks)?);
                 out.times.embed = clock() - s;
             }
         }

@@ -38,7 +38,9 @@ pub struct SessionConfig {
 }
 
 /// Frames whose head is within this yaw of frontal are used for matching
-/// (mesh yaw reads about 15 degrees on photos people call frontal).
+/// (mesh yaw reads about 15 degrees on photos people call frontal). Every
+/// such detection frame is embedded, not just the first few: a face swapped
+/// in front of the camera mid-challenge must move the median match score.
 const MATCH_MAX_YAW: f32 = 22.0;
 /// Run the detector on every n-th frame while exactly one face is in view;
 /// in between, the mesh follows the face from the previous frame's mesh
@@ -172,8 +174,9 @@ impl DeviceSession {
             }
             if let Some(reference) = reference.filter(|_| detected) {
                 if sample.yaw.abs() <= MATCH_MAX_YAW && one_face {
-                    let crop = p.embedder.align(img, &det.landmarks);
-                    let e = p.embedder.embed_aligned(&crop)?;
+                    let embedder = p.embedder()?;
+                    let crop = embedder.align(img, &det.landmarks);
+                    let e = embedder.embed_aligned(&crop)?;
                     let score = compare(reference, &e, &p.calibration).score;
                     self.matches.push((score, e));
                     if self.live_crop.is_none() {

@@ -23,7 +23,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: templates of the v2 scheme (2,048 bits of the mobilefacenet embedding).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Signed bytes are `DOMAIN || canonical JSON`, so a facegate signature can
 /// never be replayed as a signature over some other protocol's message.
 const DOMAIN: &[u8] = b"facegate/verification-result/v1\n";
@@ -220,7 +221,7 @@ pub fn test_vector_result(device_public_key: String) -> VerificationResult {
             transcript: vec![StepPassed { step: Step::TurnLeft, passed_ms: 66 }, StepPassed { step: Step::Blink, passed_ms: 198 }],
             track: vec![t(0, 0.5, 0.9), t(33, -12.1, 0.9), t(66, -24.7, 0.88), t(99, -3.0, 0.91), t(132, 0.1, 0.9), t(165, 0.2, 0.05), t(198, 0.0, 0.93)],
         },
-        models: [("yunet_s_320", "a".repeat(64)), ("mobileface", "b".repeat(64))].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        models: [("yunet_s_320", "a".repeat(64)), ("mobilefacenet", "b".repeat(64))].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         widget_version: "facegate-widget/0.1.0".into(),
         template: ProtectedTemplate {
             scheme: crate::template::SCHEME.into(),

@@ -34,6 +34,24 @@ pub fn required_models() -> Vec<String> {
     PipelineOptions::default().model_names()
 }
 
+/// Manifest name of the embedder, the model `FaceGate.withoutEmbedder`
+/// leaves for `addEmbedder`.
+#[wasm_bindgen(js_name = embedderModel)]
+pub fn embedder_model() -> String {
+    PipelineOptions::default().embedder
+}
+
+/// Model bytes by manifest name from a JS object of `Uint8Array`s.
+fn model_source(models: &js_sys::Object) -> impl FnMut(&str) -> crate::Result<Vec<u8>> + '_ {
+    move |name: &str| {
+        let v = js_sys::Reflect::get(models, &JsValue::from_str(name))
+            .ok()
+            .filter(|v| !v.is_undefined())
+            .ok_or_else(|| FacegateError::ModelLoad { name: name.into(), reason: "bytes not provided".into() })?;
+        Ok(js_sys::Uint8Array::new(&v).to_vec())
+    }
+}
+
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::manifest::sha256_hex(bytes)
@@ -62,6 +80,24 @@ pub fn decode_to_rgba(bytes: &[u8]) -> Result<JsValue, JsError> {
     let data = image::DynamicImage::ImageRgb8(img).to_rgba8().into_raw();
     let out = DecodedRgba { width, height, data };
     out.serialize(&serde_wasm_bindgen::Serializer::new()).map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// The embedder conversion check in wasm: `model` (manifest name, bytes
+/// checked against the manifest) on the reference patterns against
+/// `expected_json` (tests/vectors/mobilefacenet_reference.json); returns the
+/// largest absolute difference, never an embedding.
+#[wasm_bindgen(js_name = embedderReferenceDifference)]
+pub fn embedder_reference_difference(model: &str, bytes: &[u8], expected_json: &str) -> Result<f32, JsError> {
+    crate::manifest::verify(model, bytes).map_err(js_err)?;
+    let embedder = crate::embed::Embedder::new(bytes, crate::embed::config(model).map_err(js_err)?).map_err(js_err)?;
+    let v: serde_json::Value = serde_json::from_str(expected_json).map_err(|e| JsError::new(&e.to_string()))?;
+    let expected: Vec<Vec<f32>> = v["outputs_l2_normalised"]
+        .as_array()
+        .ok_or_else(|| JsError::new("outputs_l2_normalised missing"))?
+        .iter()
+        .map(|o| o.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default())
+        .collect();
+    crate::embed::max_difference_to_reference(&embedder, &expected).map_err(js_err)
 }
 
 /// The cross-platform signing test vector (tests/vectors/signed_result.json):
@@ -106,15 +142,28 @@ impl FaceGate {
     /// file is checked against the manifest's sha256 before use.
     #[wasm_bindgen(constructor)]
     pub fn new(models: &js_sys::Object) -> Result<FaceGate, JsError> {
-        let source = |name: &str| -> crate::Result<Vec<u8>> {
-            let v = js_sys::Reflect::get(models, &JsValue::from_str(name))
-                .ok()
-                .filter(|v| !v.is_undefined())
-                .ok_or_else(|| FacegateError::ModelLoad { name: name.into(), reason: "bytes not provided".into() })?;
-            Ok(js_sys::Uint8Array::new(&v).to_vec())
-        };
-        let pipeline = Pipeline::load(&PipelineOptions::default(), source).map_err(js_err)?;
+        let pipeline = Pipeline::load(&PipelineOptions::default(), model_source(models)).map_err(js_err)?;
         Ok(FaceGate { pipeline, reference: None, reference_crop: None, session: None })
+    }
+
+    /// Every model but the embedder (`embedderModel()`), which `addEmbedder`
+    /// adds when it arrives: the widget lets the user start (ID capture,
+    /// selfie guidance) while the largest model is still downloading.
+    #[wasm_bindgen(js_name = withoutEmbedder)]
+    pub fn without_embedder(models: &js_sys::Object) -> Result<FaceGate, JsError> {
+        let pipeline = Pipeline::load_without_embedder(&PipelineOptions::default(), model_source(models)).map_err(js_err)?;
+        Ok(FaceGate { pipeline, reference: None, reference_crop: None, session: None })
+    }
+
+    /// The embedder's bytes (checked against the manifest's sha256).
+    #[wasm_bindgen(js_name = addEmbedder)]
+    pub fn add_embedder(&mut self, bytes: &[u8]) -> Result<(), JsError> {
+        self.pipeline.add_embedder(bytes).map_err(js_err)
+    }
+
+    #[wasm_bindgen(js_name = embedderReady)]
+    pub fn embedder_ready(&self) -> bool {
+        self.pipeline.embedder().is_ok()
     }
 
     /// sha256 of every model in use, as `[[name, hex], ...]`.
@@ -147,8 +196,9 @@ impl FaceGate {
     fn set_reference(&mut self, img: &RgbImage) -> Result<JsValue, JsError> {
         let faces = self.pipeline.analyze(img).map_err(js_err)?;
         let face = crate::pipeline::largest_report(&faces).ok_or_else(|| js_err(FacegateError::NoFace))?;
-        let crop = self.pipeline.embedder.align(img, &face.detection.landmarks);
-        self.reference = Some(self.pipeline.embedder.embed_aligned(&crop).map_err(js_err)?);
+        let embedder = self.pipeline.embedder().map_err(js_err)?;
+        let crop = embedder.align(img, &face.detection.landmarks);
+        self.reference = Some(embedder.embed_aligned(&crop).map_err(js_err)?);
         self.reference_crop = Some(crop);
         to_js(face)
     }
@@ -236,7 +286,7 @@ impl FaceGate {
             set(&o, "dims", &to_js(&r.dims)?)?;
             set(&o, "input", &js_sys::Float32Array::from(&r.input[..]))?;
             // the embedder's output is a raw embedding: never handed to JS
-            if r.model != self.pipeline.embedder.config.name {
+            if r.model != self.pipeline.embedder_name() {
                 set(&o, "output", &js_sys::Float32Array::from(&r.output[..]))?;
             }
             set(&o, "ms", &JsValue::from_f64(r.ms))?;

@@ -196,3 +196,22 @@ fn protected_templates_match_renew_unlink_and_resist_inversion() {
     assert!(leak < 0.25, "a stored template leaked cosine {leak} without the storage key");
     eprintln!("back-projection cosine with transform key: {c:.3}; from stored template: {leak:.3}");
 }
+
+#[test]
+fn mobilefacenet_in_tract_equals_the_tflite_reference() {
+    use facegate::embed::{config, max_difference_to_reference, Embedder};
+    use facegate::manifest::read_verified;
+    // float32 conversion vs the published TFLite file run by tflite-runtime
+    // (models/tools/check_reference.py): equal to 1e-4, the converter's
+    // PReLU repair is exact
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("vectors/mobilefacenet_reference.json")).unwrap();
+    let expected: Vec<Vec<f32>> = vectors["outputs_l2_normalised"].as_array().unwrap().iter().map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect();
+    let f32_model = Embedder::new(&read_verified("mobilefacenet_f32").unwrap(), config("mobilefacenet_f32").unwrap()).unwrap();
+    let worst = max_difference_to_reference(&f32_model, &expected).unwrap();
+    assert!(worst < 1e-4, "float32 model: max difference {worst}");
+    // the shipped file stores 8-bit weights: close, not equal (its accuracy
+    // is measured on lfw-dev instead)
+    let shipped = Embedder::new(&read_verified("mobilefacenet").unwrap(), config("mobilefacenet").unwrap()).unwrap();
+    let worst = max_difference_to_reference(&shipped, &expected).unwrap();
+    assert!(worst > 1e-6 && worst < 0.05, "int8-stored model: max difference {worst}");
+}

@@ -70,28 +70,60 @@ async function modelBytes(entry, base, onBytes) {
   return bytes;
 }
 
+// The embedder (the largest model) is fetched in the background: the user
+// can start with the ID photo and the selfie guidance while it arrives; the
+// first call that needs it (the ID photo's reference) waits for it here.
+let embedderReady = null;
+
+function modelError(e) {
+  if (e instanceof WidgetError) return e;
+  const code = String(e.message).startsWith('model_integrity') ? 'model_tampered' : 'model_load';
+  return new WidgetError(code, e.message);
+}
+
 async function load({ base }) {
   const started = performance.now();
   await init({ module_or_path: new URL('./pkg/facegate_bg.wasm', import.meta.url) });
   const manifest = JSON.parse(fg.manifestJson());
-  const entries = fg.requiredModels().map((name) => manifest.models.find((m) => m.name === name));
+  const entry = (name) => manifest.models.find((m) => m.name === name);
+  const embedderName = fg.embedderModel();
+  const entries = fg.requiredModels().filter((n) => n !== embedderName).map(entry);
   // sizes come from the server's Content-Length where the manifest has none
   const total = entries.reduce((sum, e) => sum + (e.bytes || 0), 0);
   let loaded = 0;
   const models = {};
-  for (const entry of entries) {
-    models[entry.name] = await modelBytes(entry, base, (n, fromCache) => {
+  for (const e of entries) {
+    models[e.name] = await modelBytes(e, base, (n, fromCache) => {
       loaded += n;
       self.postMessage({ type: 'progress', loaded, total, fromCache: !!fromCache });
     });
   }
   try {
-    gate = new fg.FaceGate(models);
+    gate = fg.FaceGate.withoutEmbedder(models);
   } catch (e) {
-    const code = String(e.message).startsWith('model_integrity') ? 'model_tampered' : 'model_load';
-    throw new WidgetError(code, e.message);
+    throw modelError(e);
   }
-  return { models: gate.modelHashes(), bytes: loaded, loadMs: Math.round(performance.now() - started) };
+  const firstMs = Math.round(performance.now() - started);
+  let background = 0;
+  embedderReady = modelBytes(entry(embedderName), base, (n) => {
+    background += n;
+  }).then((bytes) => {
+    try {
+      gate.addEmbedder(bytes);
+    } catch (e) {
+      throw modelError(e);
+    }
+    return { bytes: background, readyMs: Math.round(performance.now() - started) };
+  });
+  // a failure is reported to the call that needs the embedder, not here
+  embedderReady.catch(() => {});
+  return { models: gate.modelHashes(), bytes: loaded, loadMs: firstMs, background: embedderName };
+}
+
+async function withEmbedder() {
+  const g = requireGate();
+  if (!g.embedderReady()) await embedderReady;
+  return g;
 }
 
 function rgbaOf(bitmap) {
@@ -112,7 +144,12 @@ function requireGate() {
 
 const handlers = {
   load,
-  reference: ({ bytes }) => requireGate().setReferenceImage(new Uint8Array(bytes)),
+  reference: async ({ bytes }) => (await withEmbedder()).setReferenceImage(new Uint8Array(bytes)),
+  // when the background download of the embedder finished (tests, bench)
+  embedderReady: async () => {
+    requireGate();
+    return embedderReady;
+  },
   // selfie guidance: faces and their quality (the hints under the oval)
   analyze: ({ bitmap }) => {
     const img = rgbaOf(bitmap);

@@ -276,6 +276,8 @@ class FaceVerify extends HTMLElement {
       face = await this.call('reference', { bytes: buffer }, [buffer]);
     } catch (e) {
       if (automatic) throw e;
+      // a model that failed to arrive or its integrity check ends the flow
+      if (['model_tampered', 'model_load', 'model_download'].includes(e.code)) return this.fail(e.code, e.message);
       this.say(this.t(e.code === 'image_decode' ? 'id_bad_image' : 'id_no_face'), 'error');
       return;
     }

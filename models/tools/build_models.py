@@ -32,7 +32,8 @@ import onnx  # noqa: E402
 
 # name -> how to produce it
 TFJS = {
-    "mobilefacenet": ("mobilefacenet.json", (112, 112), ["embeddings"], ["unfuse_depthwise_relu"]),
+    "mobilefacenet": ("mobilefacenet.json", (112, 112), ["embeddings"], ["fold_prelu", "negate_prelu_slopes"]),
+    "mobilefacenet_f32": ("mobilefacenet.json", (112, 112), ["embeddings"], ["fold_prelu", "negate_prelu_slopes"]),
     "mobilefacenet_asis": ("mobilefacenet.json", (112, 112), ["embeddings"], []),
     "mobileface": ("mobileface.json", (112, 112), ["batchnorm0/add_1"], []),
     "mobileface_f32": ("mobileface.json", (112, 112), ["batchnorm0/add_1"], []),

@@ -81,6 +81,64 @@ class Converter:
         # tensor name -> (onnx name, layout, shape in that layout) or numpy constant
         self.values = {}
         self.counter = 0
+        if "fold_prelu" in self.fixes:
+            self.fold_prelu(negate="negate_prelu_slopes" in self.fixes)
+
+    def fold_prelu(self, negate):
+        """Rewrite tfjs' decomposed PReLU, Add(Relu(x), Mul(Sub(x, Abs(x)), c)),
+        into one Prelu(x, 2c) node (the op facegate runs in place).
+
+        MobileFaceNet's tfjs graph needs it for two reasons. Where x comes
+        from a depthwise convolution, the tfjs converter fused the Relu into
+        that convolution although Abs and Sub read the same output, so every
+        branch saw relu(x) and the PReLU became a plain ReLU: the fused Relu
+        is dropped again here. And its slope constants have the opposite sign
+        to the sirius-ai TFLite model the graph was made from (`negate`);
+        checked against that reference in models/tools/check_reference.py.
+        """
+        nodes = self.nodes
+        consumers = {}
+        for n in nodes.values():
+            for i in n.get("input", []):
+                consumers.setdefault(i.split(":")[0], []).append(n)
+        relu_b64 = base64.b64encode(b"Relu").decode()
+        folded = 0
+        for add in list(nodes.values()):
+            if add["op"] != "Add" or len(add.get("input", [])) != 2:
+                continue
+            first, second = add["input"]
+            mul = nodes.get(second)
+            if not mul or mul["op"] != "Mul":
+                continue
+            sub_ref, c_ref = mul["input"]
+            sub, c = nodes.get(sub_ref), nodes.get(c_ref)
+            if not sub or sub["op"] != "Sub" or not c or c["op"] != "Const":
+                continue
+            x_ref, abs_ref = sub["input"]
+            absn = nodes.get(abs_ref)
+            if not absn or absn["op"] != "Abs" or absn["input"][0] != x_ref:
+                continue
+            relu = nodes.get(first)
+            if relu is not None and relu["op"] == "Relu" and relu["input"][0] == x_ref:
+                pass
+            elif first == x_ref:
+                # the Relu was fused into x's producer: take it out again
+                producer = nodes[x_ref]
+                fused = producer.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])
+                if relu_b64 not in fused:
+                    continue
+                fused.remove(relu_b64)
+            else:
+                continue
+            slope = np.asarray(self.op_Const(c, []), dtype=np.float32) * 2.0
+            if negate:
+                slope = -slope
+            alpha_name = add["name"] + "/prelu_alpha"
+            self.weights[alpha_name] = slope
+            nodes[alpha_name] = {"name": alpha_name, "op": "Const"}
+            nodes[add["name"]] = {"name": add["name"], "op": "Prelu", "input": [x_ref, alpha_name]}
+            folded += 1
+        self.folded_prelu = folded
 
     # --- helpers -------------------------------------------------------
     def fresh(self, base):

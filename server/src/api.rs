@@ -26,6 +26,8 @@ pub struct Config {
     pub transform_key_id: String,
     pub storage_key: StorageKey,
     pub match_threshold: f32,
+    /// Calibrated-score threshold of the 1:N duplicate check (protected domain).
+    pub duplicate_threshold: f32,
     pub liveness_threshold: f32,
     pub session_ttl_ms: i64,
     pub max_sessions_per_order: i64,
@@ -135,7 +137,7 @@ async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: a
         "nonce": s.nonce,
         "challenge_seed": s.challenge_seed,
         "expires_at_ms": s.expires_ms,
-        "policy": {"match_threshold": state.config.match_threshold, "liveness_threshold": state.config.liveness_threshold},
+        "policy": {"match_threshold": state.config.match_threshold, "duplicate_threshold": state.config.duplicate_threshold, "liveness_threshold": state.config.liveness_threshold},
         "accepted_models": state.config.accepted_models,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -229,6 +231,10 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     if !constant_time_eq(r.nonce.as_bytes(), s.nonce.as_bytes()) {
         return Err(bad("wrong_nonce", "result is not bound to this session's nonce".into()));
     }
+    if r.version != facegate::signed::PROTOCOL_VERSION || r.template.scheme != facegate::template::SCHEME {
+        // an older widget's template (another embedder, another length) would never match the stored ones
+        return Err(bad("unsupported_version", format!("result protocol {} / template scheme {} is not this server's {} / {}", r.version, r.template.scheme, facegate::signed::PROTOCOL_VERSION, facegate::template::SCHEME)));
+    }
     for (name, sha) in &r.models {
         if state.config.accepted_models.get(name) != Some(sha) {
             return Err(bad("unknown_model", format!("model {name} with this sha256 is not accepted")));
@@ -283,7 +289,9 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     // duplicate check in the protected domain: one face, several subscribers
     let mut duplicates = Vec::new();
     if pass {
-        let cal = facegate::matching::DEFAULT_CALIBRATION;
+        // the 1:N check has its own, stricter operating point: its false
+        // accepts add up over every stored template
+        let cal = facegate::matching::Calibration { threshold: cfg.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION };
         for (subscriber, stored) in state.db.templates_except(&s.subscriber_id).await? {
             let Ok(stored) = serde_json::from_str::<facegate::template::ProtectedTemplate>(&stored) else { continue };
             if stored.compare(&template, &cal).map(|m| m.same_person).unwrap_or(false) && !duplicates.contains(&subscriber) {

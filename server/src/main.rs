@@ -26,9 +26,16 @@ struct Args {
     /// SQLite file path or postgres:// URL [default: facegate.db].
     #[arg(long, env = "DATABASE_URL")]
     db: Option<String>,
-    /// Minimum calibrated match score for a pass [default: the model's calibrated threshold].
+    /// 1:1 match threshold: an operating point of the embedder (far1e-2,
+    /// far1e-3, far1e-4) or a calibrated score in (0,1) [default: far1e-3].
     #[arg(long, env = "FACEGATE_MATCH_THRESHOLD")]
-    match_threshold: Option<f32>,
+    match_threshold: Option<String>,
+    /// Threshold of the 1:N duplicate check in the protected domain: an
+    /// operating point (far1e-4, far1e-5) or a calibrated score; stricter
+    /// than the 1:1 one because it runs against every stored template
+    /// [default: far1e-5].
+    #[arg(long, env = "FACEGATE_DUPLICATE_THRESHOLD")]
+    duplicate_threshold: Option<String>,
     /// Minimum passive-liveness score for a pass [default: the model's threshold].
     #[arg(long, env = "FACEGATE_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
@@ -77,7 +84,9 @@ struct Args {
 struct FileConfig {
     addr: Option<String>,
     db: Option<String>,
-    match_threshold: Option<f32>,
+    /// a name (`"far1e-3"`) or a number
+    match_threshold: Option<toml::Value>,
+    duplicate_threshold: Option<toml::Value>,
     liveness_threshold: Option<f32>,
     session_ttl: Option<i64>,
     www: Option<PathBuf>,
@@ -114,9 +123,22 @@ async fn run(args: Args) -> Result<(), String> {
     let www = args.www.or(file.www);
     let demo = args.demo || file.demo.unwrap_or(false);
     let cors_origins = args.cors_origins.or(file.cors_origins).unwrap_or_default();
-    let match_threshold = args.match_threshold.or(file.match_threshold).unwrap_or(facegate::matching::DEFAULT_CALIBRATION.threshold);
+    let embedder = facegate::embed::config(facegate::embed::DEFAULT_EMBEDDER).map_err(|e| e.to_string())?;
+    let threshold = |what: &str, arg: Option<String>, file: Option<toml::Value>, points: &[facegate::matching::OperatingPoint], default: &str| -> Result<f32, String> {
+        let setting = arg.or(file.map(|v| match v {
+            toml::Value::String(s) => s,
+            other => other.to_string(),
+        }));
+        let setting = setting.unwrap_or_else(|| default.to_string());
+        facegate::matching::resolve_threshold(&setting, points).ok_or_else(|| {
+            let names: Vec<&str> = points.iter().map(|p| p.name).collect();
+            format!("{what} must be one of {} or a score in (0,1), not {setting}", names.join(", "))
+        })
+    };
+    let match_threshold = threshold("match_threshold", args.match_threshold, file.match_threshold, embedder.operating_points, facegate::matching::DEFAULT_OPERATING_POINT)?;
+    let duplicate_threshold = threshold("duplicate_threshold", args.duplicate_threshold, file.duplicate_threshold, embedder.duplicate_points, facegate::matching::DEFAULT_DUPLICATE_POINT)?;
     let liveness_threshold = args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facegate::liveness::DEFAULT_LIVENESS_THRESHOLD);
-    for (what, v) in [("match_threshold", match_threshold), ("liveness_threshold", liveness_threshold)] {
+    for (what, v) in [("liveness_threshold", liveness_threshold)] {
         if !(0.0..=1.0).contains(&v) {
             return Err(format!("{what} must be in [0,1], not {v}"));
         }
@@ -154,6 +176,7 @@ async fn run(args: Args) -> Result<(), String> {
         transform_key_id,
         storage_key,
         match_threshold,
+        duplicate_threshold,
         liveness_threshold,
         session_ttl_ms: session_ttl * 1000,
         max_sessions_per_order: args.max_sessions_per_order.or(file.max_sessions_per_order).unwrap_or(5),

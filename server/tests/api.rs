@@ -136,7 +136,7 @@ fn result(f: &Flow, face: u8, match_score: f32) -> VerificationResult {
         match_score,
         passive_liveness: 0.6,
         active_liveness: ActiveLiveness { steps, transcript, track },
-        models: ["yunet_s_320", "mobileface", "facemesh", "minifasnet_v2_2.7", "minifasnet_v1se_4.0"]
+        models: ["yunet_s_320", "mobilefacenet", "facemesh", "minifasnet_v2_2.7", "minifasnet_v1se_4.0"]
             .iter()
             .map(|m| (m.to_string(), models[*m].as_str().unwrap().to_string()))
             .collect(),
@@ -202,7 +202,7 @@ fn hostile(s: &Server) {
     r.nonce = "00".repeat(32);
     cases.push(("wrong nonce", f.key.sign(r).unwrap().to_json().unwrap(), 400, "wrong_nonce"));
     let mut r = good.clone();
-    r.models.insert("mobileface".into(), "0".repeat(64));
+    r.models.insert("mobilefacenet".into(), "0".repeat(64));
     cases.push(("wrong model hash", f.key.sign(r).unwrap().to_json().unwrap(), 400, "unknown_model"));
     let mut r = good.clone();
     r.active_liveness.track = synthetic_track(&[Step::TurnRight, Step::TurnLeft, Step::TurnRight]).into_iter().take(10).collect();
@@ -519,10 +519,17 @@ fn limits_sweeping_and_config_file() {
     let dir = std::env::temp_dir().join(format!("facegate-limits-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("facegate.toml");
-    std::fs::write(&config, "max_sessions_per_order = 2\nmax_sessions_per_subscriber_per_day = 3\nrate_limit_per_minute = 40\nsweep_interval = 1\n").unwrap();
+    std::fs::write(&config, "max_sessions_per_order = 2\nmax_sessions_per_subscriber_per_day = 3\nrate_limit_per_minute = 40\nsweep_interval = 1\nmatch_threshold = \"far1e-4\"\nduplicate_threshold = 0.999\n").unwrap();
     let s = start_with(None, "limits", &["--config", config.to_str().unwrap(), "--session-ttl", "3"]);
     let b = &s.base;
     let create = |order: &str, sub: &str| call("POST", &format!("{b}/v1/sessions"), Some(API_KEY), Some(&json!({"order_id": order, "subscriber_id": sub}).to_string()));
+    // thresholds by operating-point name or as a calibrated score
+    let (st, created) = create("lim-o0", "lim-z");
+    assert_eq!(st, 201);
+    let embedder = facegate::embed::config(facegate::embed::DEFAULT_EMBEDDER).unwrap();
+    let far_1e4 = embedder.operating_points.iter().find(|p| p.name == "far1e-4").unwrap().score;
+    assert!((created["policy"]["match_threshold"].as_f64().unwrap() - far_1e4 as f64).abs() < 1e-6, "{created}");
+    assert!((created["policy"]["duplicate_threshold"].as_f64().unwrap() - 0.999).abs() < 1e-6, "{created}");
     // per order (from the file: 2)
     assert_eq!(create("lim-o1", "lim-a").0, 201);
     assert_eq!(create("lim-o1", "lim-b").0, 201);
@@ -559,6 +566,11 @@ fn limits_sweeping_and_config_file() {
     assert!(limited >= 5, "{limited} of 45 limited");
     // the carrier's own API (with its key) is not limited per address
     assert_eq!(call("GET", &format!("{b}/v1/sessions/{}", f.config["session_id"].as_str().unwrap()), Some(API_KEY), None).0, 200);
+
+    // an operating point that does not exist is refused at start, with the names that do
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--match-threshold", "far1e-9", "--db", dir.join("y.db").to_str().unwrap()]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("far1e-3"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // a configuration file with an unknown setting is refused at start
     std::fs::write(&config, "max_sessions_per_order = 2\nimage_upload = true\n").unwrap();

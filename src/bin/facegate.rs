@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use facegate::error::{FacegateError, Result};
-use facegate::image_io::read_image_file;
+use facegate::image_io::{read_image_file, IdPhotoStyle};
 use facegate::metrics::verification_metrics;
 use facegate::pipeline::{Pipeline, PipelineOptions};
 use facegate::template::TransformKey;
@@ -11,12 +11,18 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+#[path = "facegate/calibrate.rs"]
+mod calibrate;
+
 #[derive(Parser)]
 #[command(name = "facegate", version, about = "On-device face detection, liveness and 1:1 matching")]
 struct Cli {
     /// Embedding model (see models/manifest.json, role "embedder").
     #[arg(long, global = true, default_value = facegate::embed::DEFAULT_EMBEDDER)]
     embedder: String,
+    /// Override the embedder's flip averaging (true/false), for measuring it.
+    #[arg(long, global = true)]
+    flip: Option<bool>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,6 +116,28 @@ enum Cmd {
         /// Carrier transform key, 64 hex characters.
         #[arg(long)]
         key: Option<String>,
+        /// ID-style protocol: the first image of every pair is rendered as an
+        /// ID document's photo (112 px, JPEG quality 30, every third grey).
+        #[arg(long)]
+        id_style: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operating points of the embedder: thresholds at FAR 1e-2 ... 1e-5 from
+    /// every cross-identity pair of a folder of images named Identity_NNNN.ext
+    /// (LFW style), TAR at each on every same-identity pair, plain and
+    /// ID-style (one side rendered as an ID photo), raw and protected; the
+    /// Platt calibration fitted on the pairs CSV.
+    Calibrate {
+        /// Folder of images; the identity is the file name up to its last `_`.
+        #[arg(long)]
+        images: PathBuf,
+        /// Pairs (file_x,file_y,Decision) the Platt calibration is fitted on.
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Carrier transform key for the protected-domain figures, 64 hex.
+        #[arg(long)]
+        key: String,
         #[arg(long)]
         json: bool,
     },
@@ -139,6 +167,16 @@ fn main() {
 
 fn options(cli: &Cli) -> PipelineOptions {
     PipelineOptions { embedder: cli.embedder.clone(), ..Default::default() }
+}
+
+/// The pipeline for the matching commands (no liveness or mesh models), with
+/// `--flip` applied.
+fn load(cli: &Cli, opts: &PipelineOptions) -> Result<Pipeline> {
+    let mut p = Pipeline::load_native(&PipelineOptions { liveness: false, landmarks: false, ..opts.clone() })?;
+    if let Some(flip) = cli.flip {
+        p.embedder_mut()?.config.flip = flip;
+    }
+    Ok(p)
 }
 
 fn print(value: serde_json::Value, json_out: bool) {
@@ -200,7 +238,7 @@ fn run(cli: Cli) -> Result<()> {
             let p = Pipeline::load_native(&opts)?;
             let faces = p.detect(&img)?;
             let face = facegate::detect::largest(&faces).ok_or(FacegateError::NoFace)?;
-            p.embedder
+            p.embedder()?
                 .align(&img, &face.landmarks)
                 .save(out)
                 .map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
@@ -214,10 +252,14 @@ fn run(cli: Cli) -> Result<()> {
             let dir = images.clone().unwrap_or_else(|| labels.parent().map(Path::to_path_buf).unwrap_or_default());
             print(detect_eval(&p, labels, &dir, *iou)?, *json);
         }
-        Cmd::Pairs { csv, images, protected, key, json } => {
-            let p = Pipeline::load_native(&opts)?;
+        Cmd::Pairs { csv, images, protected, key, id_style, json } => {
+            let p = load(&cli, &opts)?;
             let key = if *protected { key.as_deref() } else { None };
-            print(pairs(&p, csv, images, key)?, *json);
+            print(pairs(&p, csv, images, key, *id_style)?, *json);
+        }
+        Cmd::Calibrate { images, pairs, key, json } => {
+            let p = load(&cli, &opts)?;
+            print(calibrate::operating_points(&p, images, pairs, key)?, *json);
         }
         Cmd::Protect { image, key, json } => {
             let img = read_image_file(image)?;
@@ -272,20 +314,16 @@ fn other_carrier_key(key_hex: &str) -> String {
     hex::encode(sha2::Sha256::new().chain_update(b"another carrier").chain_update(key_hex.as_bytes()).finalize())
 }
 
-fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Result<serde_json::Value> {
+fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>, id_style: bool) -> Result<serde_json::Value> {
     let (header, lines) = read_csv(csv)?;
     let (cx, cy, cd) = (column(&header, "file_x")?, column(&header, "file_y")?, column(&header, "Decision")?);
-    // Each image is embedded once, however many pairs it is in.
-    let mut cache: HashMap<String, std::result::Result<facegate::embed::Embedding, String>> = HashMap::new();
-    let mut embed = |file: &str| -> std::result::Result<facegate::embed::Embedding, String> {
+    // Each image (and each ID-style rendering of it) is embedded once,
+    // however many pairs it is in.
+    let mut cache: HashMap<(String, Option<IdPhotoStyle>), std::result::Result<facegate::embed::Embedding, String>> = HashMap::new();
+    let mut embed = |file: &str, style: Option<IdPhotoStyle>| -> std::result::Result<facegate::embed::Embedding, String> {
         cache
-            .entry(file.to_string())
-            .or_insert_with(|| {
-                read_image_file(&dir.join(file))
-                    .and_then(|img| p.embed_largest(&img))
-                    .map(|(_, e)| e)
-                    .map_err(|e| e.to_string())
-            })
+            .entry((file.to_string(), style))
+            .or_insert_with(|| calibrate::embed_file(p, &dir.join(file), style).map_err(|e| e.to_string()))
             .clone()
     };
     let mut rows = Vec::new();
@@ -294,7 +332,7 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Res
     let mut keys: Option<(TransformKey, TransformKey)> = None;
     let mut protected_scored = Vec::new();
     let mut cross_key_genuine = Vec::new();
-    for f in lines {
+    for (row, f) in lines.into_iter().enumerate() {
         if f.len() <= cx.max(cy).max(cd) {
             return Err(FacegateError::InvalidInput(format!("short CSV line: {}", f.join(","))));
         }
@@ -303,14 +341,15 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Res
             "no" | "0" | "false" | "different" => false,
             other => return Err(FacegateError::InvalidInput(format!("Decision must be Yes or No, got {other}"))),
         };
-        match (embed(&f[cx]), embed(&f[cy])) {
+        let style = id_style.then(|| IdPhotoStyle::protocol(row));
+        match (embed(&f[cx], style), embed(&f[cy], None)) {
             (Ok(a), Ok(b)) => {
                 let cosine = a.cosine(&b);
                 let score = p.calibration.score(cosine);
                 // rank metrics on the cosine: the calibrated score saturates at 1.0 in f32
                 // for other embedders, which would turn their ROC into ties
                 scored.push((cosine as f64, same));
-                let mut row = json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score});
+                let mut row = json!({"file_x": f[cx], "file_y": f[cy], "same": same, "score": score, "cosine": cosine});
                 if let Some(key) = protect_key {
                     if keys.is_none() {
                         let dim = a.0.len();
@@ -321,6 +360,7 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Res
                     let est = ta.cosine_estimate(&tb)?;
                     protected_scored.push((est as f64, same));
                     row["protected_score"] = json!(p.calibration.score(est));
+                    row["protected_cosine"] = json!(est);
                     if same {
                         // the same person enrolled at two carriers
                         cross_key_genuine.push(ta.cosine_estimate(&k2.protect(&b)?.with_key_id(k1.id()))? as f64);
@@ -341,7 +381,10 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>) -> Res
         "pairs": rows,
         "metrics": m,
         "failed_pairs": rows.len() - scored.len(),
-        "embedder": p.embedder.config.name,
+        "cosine_threshold": p.calibration.cosine_threshold(),
+        "embedder": p.embedder()?.config.name,
+        "flip": p.embedder()?.config.flip,
+        "protocol": if id_style { "id-style: first image 112 px, JPEG q30, every third grey" } else { "plain" },
     });
     if protect_key.is_some() {
         let threshold = p.calibration.cosine_threshold() as f64;

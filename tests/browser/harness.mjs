@@ -25,7 +25,7 @@ export function tempDir(tag) {
   return mkdtempSync(path.join(os.tmpdir(), `facegate-${tag}-`));
 }
 
-async function freePort() {
+export async function freePort() {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -36,7 +36,7 @@ async function freePort() {
   });
 }
 
-async function waitFor(url, ms = 30000) {
+export async function waitFor(url, ms = 30000) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     try {

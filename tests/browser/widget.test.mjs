@@ -164,6 +164,32 @@ test('a tampered model file is refused with its message', { timeout: 90000 }, as
   }
 });
 
+test('the embedder arrives in the background: the user starts first, and a tampered embedder is refused before any match', { timeout: 90000 }, async () => {
+  const site = path.join(dir, 'tampered-embedder-site');
+  cpSync(www, site, { recursive: true });
+  const model = path.join(site, 'models', readdirSync(path.join(site, 'models')).find((f) => f.startsWith('mobilefacenet') && f.endsWith('.onnx')));
+  const bytes = readFileSync(model);
+  bytes[bytes.length >> 1] ^= 0x40;
+  writeFileSync(model, bytes);
+  rmSync(`${model}.br`, { force: true });
+  const tampered = await startServer({ site });
+  const { browser, page } = await launch({ video: clip });
+  try {
+    await recordWidget(page);
+    await page.goto(demoUrl(tampered.origin, 'lin-manuel-miranda.png'));
+    const end = await widgetState(page, ['error', 'done', 'selfie'], 60000);
+    const seen = await page.evaluate(() => window.__facegate);
+    // the ID step was reached on the other models; the match needs the embedder
+    assert.deepEqual(seen.states.slice(0, 2), ['loading', 'id-capture']);
+    assert.equal(end.state, 'error');
+    assert.equal(end.error, 'model_tampered');
+    assert.match(end.status, /failed its integrity check/);
+  } finally {
+    await browser.close();
+    await tampered.stop();
+  }
+});
+
 test('the demo page and widget speak Chinese when asked', { timeout: 90000 }, async () => {
   const { browser, page } = await launch({ camera: 'deny' });
   try {

@@ -25,7 +25,7 @@ function modelBytes(entry) {
 }
 
 const manifest = JSON.parse(fg.manifestJson());
-const needed = ['yunet_s_320', 'mobileface', 'facemesh', 'minifasnet_v2_2.7', 'minifasnet_v1se_4.0'];
+const needed = ['yunet_s_320', 'mobilefacenet', 'facemesh', 'minifasnet_v2_2.7', 'minifasnet_v1se_4.0'];
 const models = {};
 for (const name of needed) models[name] = modelBytes(manifest.models.find((m) => m.name === name));
 const gate = new fg.FaceGate(models);
@@ -75,8 +75,8 @@ test('a camera-style RGBA frame yields pose, eyes, liveness and a match score', 
 test('bad input gives typed errors (in wasm)', () => {
   assert.throws(() => gate.detectImage(new Uint8Array([1, 2, 3])), /image_decode/);
   assert.throws(() => gate.analyzeFrame(10, 10, new Uint8Array(7), false), /invalid_input/);
-  const tampered = { ...models, mobileface: models.mobileface.slice() };
-  tampered.mobileface[100] ^= 0xff;
+  const tampered = { ...models, mobilefacenet: models.mobilefacenet.slice() };
+  tampered.mobilefacenet[100] ^= 0xff;
   assert.throws(() => new fg.FaceGate(tampered), /model_integrity/);
 });
 
@@ -111,4 +111,13 @@ test('a device session in wasm: still frames never pass the challenge; result is
   assert.ok(!/embedding/.test(wire));
   assert.equal(signed.result.evidence, undefined, 'no escrow unless the deployment asks');
   gate.clearReference();
+});
+
+test('the embedder in wasm equals its TFLite reference (float32) and stays close with 8-bit weights', () => {
+  const expected = readFileSync(path.join(root, 'tests/vectors/mobilefacenet_reference.json'), 'utf8');
+  const f32 = modelBytes(manifest.models.find((m) => m.name === 'mobilefacenet_f32'));
+  const exact = fg.embedderReferenceDifference('mobilefacenet_f32', f32, expected);
+  assert.ok(exact < 1e-4, `float32 model differs by ${exact}`);
+  const shipped = fg.embedderReferenceDifference('mobilefacenet', models.mobilefacenet, expected);
+  assert.ok(shipped < 0.05, `int8-stored model differs by ${shipped}`);
 });

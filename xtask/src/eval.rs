@@ -105,10 +105,17 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
 
     if let Some((csv, images)) = &src.pairs {
         eprintln!("eval: verification pairs {}", csv.display());
-        let v = facegate(root, &["pairs", &csv.to_string_lossy(), "--images", &images.to_string_lossy(), "--protected", "--key", &src.key])?;
-        let section = verification_section(&v, csv, &src.out)?;
+        let pairs_args = |extra: &[&str]| {
+            let mut a = vec!["pairs".to_string(), csv.to_string_lossy().into_owned(), "--images".into(), images.to_string_lossy().into_owned(), "--protected".into(), "--key".into(), src.key.clone()];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a
+        };
+        let plain = facegate(root, &pairs_args(&[]).iter().map(String::as_str).collect::<Vec<_>>())?;
+        eprintln!("eval: the same pairs, ID-style (first image 112 px, JPEG q30, every third grey)");
+        let id_style = facegate(root, &pairs_args(&["--id-style"]).iter().map(String::as_str).collect::<Vec<_>>())?;
+        let section = verification_section(&plain, &id_style, csv, &src.out)?;
         let from = csv.display().to_string();
-        for (domain, m) in [("raw", &section["raw"]), ("protected", &section["protected"])] {
+        for (domain, m) in [("raw", &section["raw"]), ("protected", &section["protected"]), ("ID-style raw", &section["id_style"]["raw"]), ("ID-style protected", &section["id_style"]["protected"])] {
             table.push((format!("verification {domain}: AUC"), format!("{:.4}", f(&m["auc"])), from.clone()));
             table.push((format!("verification {domain}: EER"), pct(&m["eer"]), from.clone()));
             table.push((format!("verification {domain}: TAR @ FAR 1e-2"), pct(&m["tar_at_far_1e-2"]), from.clone()));
@@ -120,6 +127,22 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
             pct(&u["cross_key_same_person"]["accepted_at_threshold"]),
             from.clone(),
         ));
+        // operating points from every cross-identity pair of the images
+        eprintln!("eval: operating points over every cross-identity pair of {}", images.display());
+        let points = facegate(root, &["calibrate", "--images", &images.to_string_lossy(), "--pairs", &csv.to_string_lossy(), "--key", &src.key])?;
+        for domain in ["raw", "protected"] {
+            for pt in points[domain].as_array().into_iter().flatten() {
+                for protocol in ["plain", "id_style"] {
+                    let m = &pt[protocol];
+                    table.push((
+                        format!("{domain} {} {protocol}: TAR (FAR measured)", pt["name"].as_str().unwrap_or("")),
+                        format!("{} ({}/{})", pct(&m["tar"]), m["impostors_accepted"], m["impostor_pairs"]),
+                        format!("all pairs of {}", images.display()),
+                    ));
+                }
+            }
+        }
+        report["operating_points"] = points;
         report["verification"] = section;
     }
 
@@ -231,17 +254,18 @@ fn pct(v: &Value) -> String {
 }
 
 /// Metrics in both domains, the worst pairs, and the ROC plot.
-fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, String> {
+fn verification_section(v: &Value, id_style: &Value, csv: &Path, out: &Path) -> Result<Value, String> {
     let rows = v["pairs"].as_array().ok_or("pairs output without rows")?;
-    let scored = |key: &str| -> Vec<(f64, bool)> {
-        rows.iter()
-            .filter_map(|r| Some((r[key].as_f64()?, r["same"].as_bool()?)))
-            .collect()
+    // ranked on the cosine: the calibrated score of a strong model
+    // saturates at 1.0 in f32, which would turn the ROC into ties
+    let scored = |v: &Value, key: &str| -> Vec<(f64, bool)> {
+        v["pairs"].as_array().into_iter().flatten().filter_map(|r| Some((r[key].as_f64()?, r["same"].as_bool()?))).collect()
     };
-    let (raw, protected) = (scored("score"), scored("protected_score"));
+    let (raw, protected) = (scored(v, "cosine"), scored(v, "protected_cosine"));
+    let (id_raw, id_protected) = (scored(id_style, "cosine"), scored(id_style, "protected_cosine"));
     let raw_metrics = &v["raw_metrics"];
     let protected_metrics = &v["metrics"];
-    let threshold = f(&raw_metrics["threshold"]);
+    let threshold = f(&v["cosine_threshold"]);
     let mut sorted: Vec<&Value> = rows.iter().filter(|r| r["score"].is_number()).collect();
     sorted.sort_by(|a, b| f(&a["score"]).total_cmp(&f(&b["score"])));
     // sorted by score: the lowest genuine and the highest impostor scores
@@ -249,7 +273,12 @@ fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, Stri
         rows.filter(|r| r["same"].as_bool() == Some(same)).take(3).map(|r| (*r).clone()).collect()
     };
     let svg = roc_svg(
-        &[("raw embeddings", &raw, "#1b5e9f", f(&raw_metrics["auc"])), ("protected templates", &protected, "#c2410c", f(&protected_metrics["auc"]))],
+        &[
+            ("raw embeddings", &raw, "#1b5e9f", f(&raw_metrics["auc"])),
+            ("protected templates", &protected, "#c2410c", f(&protected_metrics["auc"])),
+            ("ID-style, raw", &id_raw, "#15803d", f(&id_style["raw_metrics"]["auc"])),
+            ("ID-style, protected", &id_protected, "#7e22ce", f(&id_style["metrics"]["auc"])),
+        ],
         threshold,
         &format!("ROC, {} ({} pairs)", csv.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), raw.len()),
     );
@@ -258,11 +287,12 @@ fn verification_section(v: &Value, csv: &Path, out: &Path) -> Result<Value, Stri
         "pairs": csv.display().to_string(),
         "embedder": v["embedder"],
         "failed_pairs": v["failed_pairs"],
-        "threshold": threshold,
+        "cosine_threshold": threshold,
         "raw": raw_metrics,
         "protected": protected_metrics,
         "template": v["template"],
         "unlinkability": v["unlinkability"],
+        "id_style": {"protocol": id_style["protocol"], "failed_pairs": id_style["failed_pairs"], "raw": id_style["raw_metrics"], "protected": id_style["metrics"]},
         "worst_genuine": worst(true, &mut sorted.iter()),
         "worst_impostor": worst(false, &mut sorted.iter().rev()),
         "roc": out.join("roc.svg").display().to_string(),

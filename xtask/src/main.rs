@@ -166,22 +166,26 @@ fn optimise_wasm(bg: &Path) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    setup()?;
+    step("test", 1, 5, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
     // the server's suites run against SQLite and a real PostgreSQL
-    let pg = Postgres::start()?;
-    let tests = run(cargo().args(["test", "--workspace", "--release"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
-    pg.stop();
-    tests?;
+    step("test", 2, 5, "native and server tests (SQLite and PostgreSQL)", || {
+        let pg = Postgres::start()?;
+        let tests = run(cargo().args(["test", "--workspace", "--release"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
+        pg.stop();
+        tests
+    })?;
     // the wasm32 build of the whole crate, then the real pipeline inside wasm under Node
-    let pkg = root().join("target/wasm-node");
-    build_wasm("nodejs", &pkg)?;
-    run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))?;
+    step("test", 3, 5, "wasm build and the pipeline in wasm under Node", || {
+        build_wasm("nodejs", &root().join("target/wasm-node"))?;
+        run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))
+    })?;
     // the widget in headless Chromium, served by the real server binary
-    build_www()?;
-    let browser_tests = root().join("tests/browser");
-    npm_ci(&browser_tests)?;
-    run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))?;
-    Ok(())
+    step("test", 4, 5, "build the widget", build_www)?;
+    step("test", 5, 5, "the widget and the demo command in headless Chromium", || {
+        let browser_tests = root().join("tests/browser");
+        npm_ci(&browser_tests)?;
+        run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))
+    })
 }
 
 /// A throwaway PostgreSQL server from Debian's packages (installed when
@@ -282,18 +286,26 @@ fn build_www() -> Result<(), String> {
         rows.push((rel, bytes.len(), gz, br.len()));
     }
     let group = |pred: &dyn Fn(&str) -> bool| rows.iter().filter(|r| pred(&r.0)).fold((0, 0, 0), |a, r| (a.0 + r.1, a.1 + r.2, a.2 + r.3));
+    // the embedder arrives in the background while the user starts (see
+    // www/facegate-worker.js): counted apart from what the first
+    // interaction waits for
+    let embedder_file = manifest.models.iter().find(|m| m.name == facegate::pipeline::PipelineOptions::default().embedder).map(|m| format!("models/{}", m.file)).unwrap_or_default();
     let wasm = group(&|n| n.ends_with(".wasm"));
-    let models = group(&|n| n.starts_with("models/"));
+    let models = group(&|n| n.starts_with("models/") && n != embedder_file);
+    let embedder = group(&|n| n == embedder_file);
     let js = group(&|n| n.ends_with(".js"));
-    let total = (wasm.0 + models.0 + js.0, wasm.1 + models.1 + js.1, wasm.2 + models.2 + js.2);
+    let add = |a: (usize, usize, usize), b: (usize, usize, usize)| (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+    let first = add(add(wasm, models), js);
+    let total = add(first, embedder);
     let mb = |n: usize| format!("{:.2}", n as f64 / 1e6);
-    println!("{:<28}{:>10}{:>10}{:>10}", "first visit (MB)", "raw", "gzip", "brotli");
-    for (name, g) in [("wasm", wasm), ("models", models), ("javascript", js), ("total", total)] {
-        println!("{:<28}{:>10}{:>10}{:>10}", name, mb(g.0), mb(g.1), mb(g.2));
+    println!("{:<36}{:>10}{:>10}{:>10}", "first visit (MB)", "raw", "gzip", "brotli");
+    for (name, g) in [("wasm", wasm), ("models before the embedder", models), ("javascript", js), ("before first interaction", first), ("embedder (in the background)", embedder), ("total", total)] {
+        println!("{:<36}{:>10}{:>10}{:>10}", name, mb(g.0), mb(g.1), mb(g.2));
     }
     let as_json = |g: (usize, usize, usize)| serde_json::json!({"raw": g.0, "gzip": g.1, "brotli": g.2});
     let report = serde_json::json!({
-        "wasm": as_json(wasm), "models": as_json(models), "javascript": as_json(js), "total": as_json(total),
+        "wasm": as_json(wasm), "models": as_json(models), "embedder_background": as_json(embedder), "javascript": as_json(js),
+        "before_first_interaction": as_json(first), "total": as_json(total),
         "files": rows.iter().map(|r| serde_json::json!({"file": r.0, "raw": r.1, "gzip": r.2, "brotli": r.3})).collect::<Vec<_>>(),
     });
     std::fs::write(dist.join("sizes.json"), serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
@@ -331,13 +343,38 @@ fn gzip_len(bytes: &[u8]) -> usize {
     e.finish().expect("in-memory compression").len()
 }
 
+/// Runs one named step of a long task, telling the user which step it is,
+/// how long it took the last time on this machine (kept in
+/// target/xtask-steps.json) and how long it took now, so that a first cold
+/// run visibly makes progress.
+fn step<T>(task: &str, n: usize, of: usize, name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let file = root().join("target/xtask-steps.json");
+    let mut times: serde_json::Value = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({}));
+    let key = format!("{task}: {name}");
+    let last = times.get(&key).and_then(|v| v.as_f64()).map(|s| format!(" (last time {:.0} s)", s)).unwrap_or_else(|| " (first run on this machine: can take many minutes)".into());
+    eprintln!("\n==> {task} {n}/{of}: {name}{last}");
+    let started = Instant::now();
+    let out = f()?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("==> {task} {n}/{of}: {name} done in {secs:.0} s");
+    times[&key] = serde_json::json!(secs);
+    let _ = std::fs::create_dir_all(root().join("target"));
+    let _ = std::fs::write(&file, serde_json::to_string_pretty(&times).unwrap_or_default());
+    Ok(out)
+}
+
 /// Builds everything and serves the demo SIM-order page with the widget and
 /// the carrier server on FACEGATE_ADDR (default 127.0.0.1:8080), until
 /// interrupted.
 fn demo() -> Result<(), String> {
-    setup()?;
-    run(cargo().args(["build", "--release", "--bin", "facegate", "--bin", "facegate-server"]))?;
-    build_www()?;
+    step("demo", 1, 4, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    // the CLI is in the root package, the server in its own: name both
+    // packages (a bare `--bin facegate-server` only searches the root one)
+    step("demo", 2, 4, "build the CLI and the carrier server (release)", || {
+        run(cargo().args(["build", "--release", "-p", "facegate", "--bin", "facegate", "-p", "facegate-server", "--bin", "facegate-server"]))
+    })?;
+    step("demo", 3, 4, "build the widget: wasm, wasm-opt, models, brotli", build_www)?;
+    eprintln!("\n==> demo 4/4: start the server");
     let addr = std::env::var("FACEGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let data = root().join("target/demo");
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
