@@ -39,34 +39,27 @@ pub struct EmbedderConfig {
 /// and do not depend on it.
 const UNCALIBRATED: Calibration = Calibration { a: 21.99, b: -4.247, threshold: 0.80 };
 
+/// sirius-ai MobileFaceNet (192-d), from the tfjs graph with its PReLUs
+/// repaired (models/tools/tfjs_to_onnx.py fold_prelu + negate_prelu_slopes),
+/// equal to the published TFLite reference to 1e-6. Flip averaging was
+/// measured not to pay for it (see models/README.md), so it is off: half the
+/// cost per face.
+const MOBILEFACENET: EmbedderConfig = EmbedderConfig {
+    name: "mobilefacenet",
+    size: 112,
+    norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
+    template_scale: 1.0,
+    flip: false,
+    calibration: crate::matching::MOBILEFACENET_CALIBRATION,
+    operating_points: crate::matching::MOBILEFACENET_OPERATING_POINTS,
+    duplicate_points: crate::matching::MOBILEFACENET_DUPLICATE_POINTS,
+};
+
 /// The embedding models measured on the dev pairs (see models/README.md).
 pub const CANDIDATES: &[EmbedderConfig] = &[
-    // sirius-ai MobileFaceNet (192-d), from the tfjs graph with its PReLUs
-    // repaired (models/tools/tfjs_to_onnx.py fold_prelu + negate_prelu_slopes),
-    // equal to the published TFLite reference to 1e-6. Flip averaging was
-    // measured not to pay for it (see models/README.md), so it is off:
-    // half the cost per face.
-    EmbedderConfig {
-        name: "mobilefacenet",
-        size: 112,
-        norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
-        template_scale: 1.0,
-        flip: false,
-        calibration: crate::matching::MOBILEFACENET_CALIBRATION,
-        operating_points: crate::matching::MOBILEFACENET_OPERATING_POINTS,
-        duplicate_points: crate::matching::MOBILEFACENET_DUPLICATE_POINTS,
-    },
+    MOBILEFACENET,
     // the same network with float32 weights (checked against the TFLite reference)
-    EmbedderConfig {
-        name: "mobilefacenet_f32",
-        size: 112,
-        norm: PixelNorm { mean: [127.5; 3], std: [128.0; 3], bgr: false },
-        template_scale: 1.0,
-        flip: false,
-        calibration: crate::matching::MOBILEFACENET_CALIBRATION,
-        operating_points: crate::matching::MOBILEFACENET_OPERATING_POINTS,
-        duplicate_points: crate::matching::MOBILEFACENET_DUPLICATE_POINTS,
-    },
+    EmbedderConfig { name: "mobilefacenet_f32", ..MOBILEFACENET },
     EmbedderConfig {
         name: "mobilefacenet_asis",
         size: 112,

@@ -140,17 +140,22 @@ test('no camera at all: hand-off to a phone with a QR code of a link to the same
   }
 });
 
-test('a tampered model file is refused with its message', { timeout: 90000 }, async () => {
-  // a copy of the site with one byte of the landmark model flipped (and no
-  // precompressed sibling, so the tampered bytes are what is served)
-  const site = path.join(dir, 'tampered-site');
+// A copy of the site with one byte of the model whose file starts with
+// `prefix` flipped (and no precompressed sibling, so the tampered bytes are
+// what is served).
+function tamperedSite(prefix) {
+  const site = path.join(dir, `tampered-${prefix}-site`);
   cpSync(www, site, { recursive: true });
-  const model = path.join(site, 'models', readdirSync(path.join(site, 'models')).find((f) => f.startsWith('facemesh') && f.endsWith('.onnx')));
+  const model = path.join(site, 'models', readdirSync(path.join(site, 'models')).find((f) => f.startsWith(prefix) && f.endsWith('.onnx')));
   const bytes = readFileSync(model);
   bytes[bytes.length >> 1] ^= 0x40;
   writeFileSync(model, bytes);
   rmSync(`${model}.br`, { force: true });
-  const tampered = await startServer({ site });
+  return site;
+}
+
+test('a tampered model file is refused with its message', { timeout: 90000 }, async () => {
+  const tampered = await startServer({ site: tamperedSite('facemesh') });
   const { browser, page } = await launch({ video: clip });
   try {
     await page.goto(demoUrl(tampered.origin, 'lin-manuel-miranda.png'));
@@ -165,14 +170,7 @@ test('a tampered model file is refused with its message', { timeout: 90000 }, as
 });
 
 test('the embedder arrives in the background: the user starts first, and a tampered embedder is refused before any match', { timeout: 90000 }, async () => {
-  const site = path.join(dir, 'tampered-embedder-site');
-  cpSync(www, site, { recursive: true });
-  const model = path.join(site, 'models', readdirSync(path.join(site, 'models')).find((f) => f.startsWith('mobilefacenet') && f.endsWith('.onnx')));
-  const bytes = readFileSync(model);
-  bytes[bytes.length >> 1] ^= 0x40;
-  writeFileSync(model, bytes);
-  rmSync(`${model}.br`, { force: true });
-  const tampered = await startServer({ site });
+  const tampered = await startServer({ site: tamperedSite('mobilefacenet') });
   const { browser, page } = await launch({ video: clip });
   try {
     await recordWidget(page);
