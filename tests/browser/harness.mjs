@@ -173,7 +173,7 @@ const IMAGE_SIGNATURES = [
 ];
 
 // The privacy check on one request body: no picture in any encoding, no
-// long run of numbers that could be an embedding (facegate's is 256
+// long run of numbers that could be an embedding (facegate's is 192
 // floats), nothing big enough to hide a frame.
 export function privacyViolations(request) {
   const problems = [];
