@@ -215,3 +215,31 @@ fn mobilefacenet_in_tract_equals_the_tflite_reference() {
     let worst = max_difference_to_reference(&shipped, &expected).unwrap();
     assert!(worst > 1e-6 && worst < 0.05, "int8-stored model: max difference {worst}");
 }
+
+/// An ID document's photo is small, compressed and sometimes grey: the
+/// face on a 112-px rendering (50-70 px wide) must still be found and
+/// matched, with no quality gate refusing it.
+#[test]
+fn a_small_grey_id_style_photo_is_found_and_matched() {
+    use facegate::image_io::IdPhotoStyle;
+    let p = pipeline();
+    let t = p.calibration.threshold;
+    for (id, live, same) in [("lin-manuel-miranda.png", "alex-lacamoire.png", false), ("kit_harington_john1.jpeg", "kit_harington_john2.jpeg", true), ("obama.jpg", "obama2.jpg", true), ("obama.jpg", "biden.jpg", false)] {
+        for grey in [false, true] {
+            // an ID photo is a head-and-shoulders portrait: crop about twice
+            // the face box around it, then render it small
+            let full = read_image_file(&data(&format!("faces/{id}"))).unwrap();
+            let face = facegate::detect::largest(&p.detect(&full).unwrap()).unwrap().clone();
+            let [x, y, w, h] = face.bbox;
+            let side = (w.max(h) * 2.0).min(full.width().min(full.height()) as f32);
+            let left = (x + w / 2.0 - side / 2.0).clamp(0.0, full.width() as f32 - side) as u32;
+            let top = (y + h / 2.0 - side / 2.0).clamp(0.0, full.height() as f32 - side) as u32;
+            let portrait = image::imageops::crop_imm(&full, left, top, side as u32, side as u32).to_image();
+            let style = IdPhotoStyle { long_side: 112, jpeg_quality: 30, grey };
+            let small = style.render(&portrait).unwrap();
+            assert!(small.width().max(small.height()) == 112);
+            let score = p.compare_images(&small, &read_image_file(&data(&format!("faces/{live}"))).unwrap()).unwrap().score;
+            assert_eq!(score >= t, same, "{id} as a 112-px ID photo (grey {grey}) vs {live}: score {score}, threshold {t}");
+        }
+    }
+}
