@@ -187,6 +187,14 @@ pub fn reference_pattern(k: u32) -> RgbImage {
     })
 }
 
+/// The reference outputs of tests/vectors/mobilefacenet_reference.json (the
+/// file models/tools/check_reference.py writes), one vector per pattern.
+pub fn reference_outputs(json: &str) -> Result<Vec<Vec<f32>>> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| FacegateError::InvalidInput(format!("reference vectors: {e}")))?;
+    let outputs = v["outputs_l2_normalised"].as_array().ok_or_else(|| FacegateError::InvalidInput("reference vectors: outputs_l2_normalised missing".into()))?;
+    Ok(outputs.iter().map(|o| o.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default()).collect())
+}
+
 /// Largest absolute difference between this embedder's outputs on the
 /// reference patterns and the reference runtime's (`expected[k]` for
 /// pattern k, L2-normalised). Only the difference leaves: natively and in

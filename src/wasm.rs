@@ -90,13 +90,7 @@ pub fn decode_to_rgba(bytes: &[u8]) -> Result<JsValue, JsError> {
 pub fn embedder_reference_difference(model: &str, bytes: &[u8], expected_json: &str) -> Result<f32, JsError> {
     crate::manifest::verify(model, bytes).map_err(js_err)?;
     let embedder = crate::embed::Embedder::new(bytes, crate::embed::config(model).map_err(js_err)?).map_err(js_err)?;
-    let v: serde_json::Value = serde_json::from_str(expected_json).map_err(|e| JsError::new(&e.to_string()))?;
-    let expected: Vec<Vec<f32>> = v["outputs_l2_normalised"]
-        .as_array()
-        .ok_or_else(|| JsError::new("outputs_l2_normalised missing"))?
-        .iter()
-        .map(|o| o.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default())
-        .collect();
+    let expected = crate::embed::reference_outputs(expected_json).map_err(js_err)?;
     crate::embed::max_difference_to_reference(&embedder, &expected).map_err(js_err)
 }
 

@@ -199,13 +199,13 @@ fn protected_templates_match_renew_unlink_and_resist_inversion() {
 
 #[test]
 fn mobilefacenet_in_tract_equals_the_tflite_reference() {
-    use facegate::embed::{config, max_difference_to_reference, Embedder};
+    use facegate::embed::{config, max_difference_to_reference, reference_outputs, Embedder};
     use facegate::manifest::read_verified;
     // float32 conversion vs the published TFLite file run by tflite-runtime
     // (models/tools/check_reference.py): equal to 1e-4, the converter's
     // PReLU repair is exact
-    let vectors: serde_json::Value = serde_json::from_str(include_str!("vectors/mobilefacenet_reference.json")).unwrap();
-    let expected: Vec<Vec<f32>> = vectors["outputs_l2_normalised"].as_array().unwrap().iter().map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()).collect();
+    let expected = reference_outputs(include_str!("vectors/mobilefacenet_reference.json")).unwrap();
+    assert_eq!(expected.len(), 2);
     let f32_model = Embedder::new(&read_verified("mobilefacenet_f32").unwrap(), config("mobilefacenet_f32").unwrap()).unwrap();
     let worst = max_difference_to_reference(&f32_model, &expected).unwrap();
     assert!(worst < 1e-4, "float32 model: max difference {worst}");

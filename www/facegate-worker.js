@@ -103,21 +103,16 @@ async function load({ base }) {
   } catch (e) {
     throw modelError(e);
   }
-  const firstMs = Math.round(performance.now() - started);
-  let background = 0;
-  embedderReady = modelBytes(entry(embedderName), base, (n) => {
-    background += n;
-  }).then((bytes) => {
+  embedderReady = modelBytes(entry(embedderName), base, () => {}).then((bytes) => {
     try {
       gate.addEmbedder(bytes);
     } catch (e) {
       throw modelError(e);
     }
-    return { bytes: background, readyMs: Math.round(performance.now() - started) };
   });
   // a failure is reported to the call that needs the embedder, not here
   embedderReady.catch(() => {});
-  return { models: gate.modelHashes(), bytes: loaded, loadMs: firstMs, background: embedderName };
+  return { models: gate.modelHashes(), bytes: loaded, loadMs: Math.round(performance.now() - started) };
 }
 
 async function withEmbedder() {
@@ -145,11 +140,6 @@ function requireGate() {
 const handlers = {
   load,
   reference: async ({ bytes }) => (await withEmbedder()).setReferenceImage(new Uint8Array(bytes)),
-  // when the background download of the embedder finished (tests, bench)
-  embedderReady: async () => {
-    requireGate();
-    return embedderReady;
-  },
   // selfie guidance: faces and their quality (the hints under the oval)
   analyze: ({ bitmap }) => {
     const img = rgbaOf(bitmap);
