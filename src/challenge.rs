@@ -98,6 +98,65 @@ pub fn performed(track: &[TrackSample], step: Step) -> bool {
     }
 }
 
+/// One head turn recognised in a track: the moment it reached the turn
+/// threshold and its furthest yaw from the starting pose (signed, degrees).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TurnEvent {
+    pub step: Step,
+    pub t_ms: u32,
+    pub peak_yaw: f32,
+}
+
+/// Every blink and turn the challenge rules recognise in a track, with
+/// their times: what the evaluation compares with labelled footage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackEvents {
+    /// When the eyes closed, for every completed blink.
+    pub blinks: Vec<u32>,
+    pub turns: Vec<TurnEvent>,
+}
+
+/// The events of a whole track under the same rules as a challenge: blinks
+/// by the blink recogniser, turns as excursions of at least the turn
+/// threshold from the starting pose (median yaw of the first frames) that
+/// end when the head comes back near it, as the challenge requires between
+/// steps.
+pub fn events(track: &[TrackSample]) -> TrackEvents {
+    let mut out = TrackEvents::default();
+    let mut blink = BlinkDetector::default();
+    let mut closed_at = None;
+    for s in track {
+        let before = blink.state;
+        if blink.push(s) {
+            out.blinks.extend(closed_at.take());
+        } else if blink.state == 2 && before != 2 {
+            closed_at = Some(s.t_ms);
+        }
+    }
+    let mut first: Vec<f32> = track.iter().take(BASELINE_FRAMES).map(|s| s.yaw).collect();
+    first.sort_by(f32::total_cmp);
+    let Some(&baseline) = first.get(first.len() / 2) else { return out };
+    let mut current: Option<TurnEvent> = None;
+    for s in track {
+        let from_baseline = s.yaw - baseline;
+        match current.as_mut() {
+            Some(turn) if from_baseline.abs() <= RETURN_DEG => {
+                out.turns.push(*turn);
+                current = None;
+            }
+            Some(turn) if from_baseline * turn.step.yaw_direction() > turn.peak_yaw * turn.step.yaw_direction() => turn.peak_yaw = from_baseline,
+            Some(_) => {}
+            None => {
+                current = [Step::TurnLeft, Step::TurnRight]
+                    .into_iter()
+                    .find(|&step| turn_reached(from_baseline, step))
+                    .map(|step| TurnEvent { step, t_ms: s.t_ms, peak_yaw: from_baseline });
+            }
+        }
+    }
+    out.turns.extend(current);
+    out
+}
 
 /// The challenge a session asks for, derived from the server's seed so that
 /// the widget and the server agree without sending the steps separately, and
@@ -336,6 +395,21 @@ mod tests {
         // the user's right: yaw decreases (nose towards the image's left)
         let right: Vec<_> = (0..10).map(|i| sample(i * 33, i as f32 * -3.0, 0.9)).collect();
         assert!(turned(&right, Step::TurnRight) && !turned(&right, Step::TurnLeft));
+    }
+
+    #[test]
+    fn events_list_every_blink_and_turn_with_its_time() {
+        let steps = [Step::Blink, Step::TurnLeft, Step::Blink, Step::TurnRight];
+        let track = synthetic_track(&steps);
+        let e = events(&track);
+        // synthetic_track: 5 frontal frames, then 15 frames of 66 ms per step,
+        // eyes closed from the step's 7th frame, turns peaking at its 8th
+        assert_eq!(e.blinks, vec![(5 + 6) * 66, (5 + 30 + 6) * 66]);
+        assert_eq!(e.turns.iter().map(|t| t.step).collect::<Vec<_>>(), vec![Step::TurnLeft, Step::TurnRight]);
+        assert!((e.turns[0].peak_yaw - 30.0).abs() < 1e-3 && (e.turns[1].peak_yaw + 30.0).abs() < 1e-3);
+        assert!(e.turns[0].t_ms > 20 * 66 && e.turns[0].t_ms < 28 * 66);
+        let still: Vec<_> = (0..60).map(|i| sample(i * 33, 2.0, 0.9)).collect();
+        assert_eq!(events(&still), TrackEvents::default());
     }
 
     #[test]

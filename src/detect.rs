@@ -7,6 +7,7 @@
 
 use crate::align::{to_nchw, PixelNorm};
 use crate::error::Result;
+#[cfg(feature = "inference")]
 use crate::runtime::OnnxModel;
 use image::{imageops, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,7 @@ pub fn box_iou(a: [f32; 4], b: [f32; 4]) -> f32 {
 const YUNET_NORM: PixelNorm = PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: true };
 const STRIDES: [usize; 3] = [8, 16, 32];
 
+#[cfg(feature = "inference")]
 pub struct FaceDetector {
     model: OnnxModel,
     size: usize,
@@ -56,6 +58,7 @@ pub struct FaceDetector {
     pub nms_iou: f32,
 }
 
+#[cfg(feature = "inference")]
 impl FaceDetector {
     pub fn new(model_bytes: &[u8], name: &str) -> Result<Self> {
         let size = 320;

@@ -7,6 +7,7 @@
 use crate::align::{similarity_transform, to_nchw, warp_affine, PixelNorm, ARCFACE_112};
 use crate::error::{FacegateError, Result};
 use crate::matching::{Calibration, OperatingPoint};
+#[cfg(feature = "inference")]
 use crate::runtime::OnnxModel;
 use image::{imageops, RgbImage};
 
@@ -127,11 +128,13 @@ impl Embedding {
     }
 }
 
+#[cfg(feature = "inference")]
 pub struct Embedder {
     model: OnnxModel,
     pub config: EmbedderConfig,
 }
 
+#[cfg(feature = "inference")]
 impl Embedder {
     pub fn new(model_bytes: &[u8], config: EmbedderConfig) -> Result<Self> {
         let s = config.size as usize;
@@ -199,6 +202,7 @@ pub fn reference_outputs(json: &str) -> Result<Vec<Vec<f32>>> {
 /// reference patterns and the reference runtime's (`expected[k]` for
 /// pattern k, L2-normalised). Only the difference leaves: natively and in
 /// wasm the check needs no embedding outside the crate.
+#[cfg(feature = "inference")]
 pub fn max_difference_to_reference(embedder: &Embedder, expected: &[Vec<f32>]) -> Result<f32> {
     let mut worst = 0.0f32;
     for (k, want) in expected.iter().enumerate() {

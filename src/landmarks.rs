@@ -10,6 +10,7 @@
 use crate::align::{distance, to_nchw, warp_affine, Affine, PixelNorm};
 use crate::detect::Detection;
 use crate::error::Result;
+#[cfg(feature = "inference")]
 use crate::runtime::OnnxModel;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,7 @@ impl FaceTrack {
     }
 }
 
+#[cfg(feature = "inference")]
 pub struct Landmarker {
     model: OnnxModel,
 }
@@ -141,6 +143,7 @@ pub struct Landmarker {
 const EAR_OPEN: f32 = 0.28;
 const EAR_CLOSED: f32 = 0.10;
 
+#[cfg(feature = "inference")]
 impl Landmarker {
     pub fn new(bytes: &[u8], name: &str) -> Result<Self> {
         let s = MESH_SIZE as usize;

@@ -2,6 +2,16 @@
 //!
 //! One module per pipeline stage; native and wasm32 share all of it, the
 //! wasm-bindgen bindings live in `wasm`.
+//!
+//! Without the default `inference` feature the crate is the protocol alone
+//! (challenge replay, signed results, templates, escrow, matching and the
+//! model manifest): what the carrier server and the project's tasks need,
+//! without compiling the ONNX runtime. The items that run a model say so
+//! with `#[cfg(feature = "inference")]`.
+
+// Without `inference` the helpers only the models use (pixel layouts,
+// decoders) are unused; the default build is the one linted for dead code.
+#![cfg_attr(not(feature = "inference"), allow(unused_imports, dead_code))]
 
 pub mod align;
 pub mod challenge;
@@ -16,14 +26,16 @@ pub mod manifest;
 pub mod matching;
 pub mod metrics;
 pub mod pipeline;
+#[cfg(feature = "inference")]
 mod prelu;
 pub mod quality;
+#[cfg(feature = "inference")]
 pub mod runtime;
 pub mod session;
 pub mod signed;
 pub mod template;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "inference"))]
 pub mod wasm;
 
 pub use error::{FacegateError, Result};

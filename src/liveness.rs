@@ -15,6 +15,7 @@
 use crate::align::{to_nchw, warp_affine, Affine, PixelNorm};
 use crate::detect::Detection;
 use crate::error::Result;
+#[cfg(feature = "inference")]
 use crate::runtime::OnnxModel;
 use image::RgbImage;
 
@@ -23,12 +24,14 @@ const FAS_NORM: PixelNorm = PixelNorm { mean: [0.0; 3], std: [1.0; 3], bgr: true
 const FAS_SIZE: u32 = 80;
 const BONA_FIDE_CLASS: usize = 1;
 
+#[cfg(feature = "inference")]
 pub struct LivenessModel {
     model: OnnxModel,
     /// How much of the surroundings of the face box this model sees.
     context_scale: f32,
 }
 
+#[cfg(feature = "inference")]
 pub struct PassiveLiveness {
     models: Vec<LivenessModel>,
     /// Score at or above which a frame counts as bona fide (chosen on nuaa-dev, see models/README.md).
@@ -43,6 +46,7 @@ pub const DEFAULT_LIVENESS_THRESHOLD: f32 = 0.05;
 
 pub const LIVENESS_MODELS: [(&str, f32); 2] = [("minifasnet_v2_2.7", 2.7), ("minifasnet_v1se_4.0", 4.0)];
 
+#[cfg(feature = "inference")]
 impl PassiveLiveness {
     /// `models`: (manifest name, verified bytes) pairs, in `LIVENESS_MODELS` order.
     pub fn new(models: &[(&str, Vec<u8>)]) -> Result<Self> {

@@ -2,11 +2,19 @@
 //! verified bytes), then used for every image or camera frame.
 
 use crate::challenge::TrackSample;
-use crate::detect::{largest, Detection, FaceDetector};
-use crate::embed::{self, Embedder, Embedding};
+use crate::detect::{largest, Detection};
+#[cfg(feature = "inference")]
+use crate::detect::FaceDetector;
+use crate::embed::{self, Embedding};
+#[cfg(feature = "inference")]
+use crate::embed::Embedder;
 use crate::error::{FacegateError, Result};
-use crate::landmarks::{FaceMesh, Landmarker};
-use crate::liveness::{PassiveLiveness, LIVENESS_MODELS};
+use crate::landmarks::FaceMesh;
+#[cfg(feature = "inference")]
+use crate::landmarks::Landmarker;
+use crate::liveness::LIVENESS_MODELS;
+#[cfg(feature = "inference")]
+use crate::liveness::PassiveLiveness;
 use crate::manifest;
 use crate::matching::{compare, Calibration, MatchResult};
 use crate::quality::{assess, Quality, QualityThresholds};
@@ -58,6 +66,7 @@ impl PipelineOptions {
     }
 }
 
+#[cfg(feature = "inference")]
 pub struct Pipeline {
     pub detector: FaceDetector,
     /// `None` until the embedder has arrived when it loads in the background
@@ -72,6 +81,7 @@ pub struct Pipeline {
     pub model_hashes: Vec<(String, String)>,
 }
 
+#[cfg(feature = "inference")]
 impl Pipeline {
     /// Build from a byte source (file system natively, `fetch` in the browser).
     /// Every byte string is checked against the manifest before use.

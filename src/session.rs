@@ -13,7 +13,9 @@ use crate::error::{FacegateError, Result};
 use crate::escrow::EvidencePackage;
 use crate::matching::compare;
 use crate::landmarks::FaceTrack;
-use crate::pipeline::{largest_report, FaceReport, Pipeline};
+use crate::pipeline::{largest_report, FaceReport};
+#[cfg(feature = "inference")]
+use crate::pipeline::Pipeline;
 use crate::signed::{ActiveLiveness, ClientDecision, DeviceKey, SignedResult, VerificationResult, PROTOCOL_VERSION};
 use crate::template::TransformKey;
 use image::RgbImage;
@@ -138,6 +140,7 @@ impl DeviceSession {
     }
 
     /// One camera frame of the challenge, `t_ms` since the challenge began.
+    #[cfg(feature = "inference")]
     pub fn push_frame(&mut self, p: &Pipeline, reference: Option<&Embedding>, img: &RgbImage, t_ms: u32) -> Result<FrameUpdate> {
         let progress = self.progress.as_mut().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
         let followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
@@ -194,6 +197,7 @@ impl DeviceSession {
 
     /// Build and sign the result. `id_crop` is the aligned ID face, used
     /// only when escrow is on.
+    #[cfg(feature = "inference")]
     pub fn finish(&mut self, p: &Pipeline, widget_version: &str, now_ms: u64, id_crop: Option<&RgbImage>) -> Result<SignedResult> {
         let config = self.config.clone().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
         let progress = self.progress.take().ok_or_else(|| FacegateError::InvalidInput("challenge already finished".into()))?;

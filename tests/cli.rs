@@ -115,6 +115,58 @@ fn track_verifies_a_challenge_seed() {
     assert_eq!(v["performed"]["blink"], false);
     assert_eq!(v["performed"]["turn_left"], false);
     assert_eq!(v["challenge"]["passed"], false);
+    assert_eq!(v["blinks"], serde_json::json!([]));
+    assert_eq!(v["turns"], serde_json::json!([]));
+}
+
+/// A footage-dev clip decoded at `fps` into a fresh folder.
+fn footage_frames(clip: &str, fps: u32) -> (PathBuf, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!("facegate-cli-{}-{clip}-{fps}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i", path(&data(&format!("footage-dev/{clip}.mp4"))), "-vf", &format!("fps={fps}")])
+        .arg(dir.join("f_%04d.png"))
+        .status()
+        .expect("ffmpeg is installed by `cargo xtask test`");
+    assert!(status.success());
+    let mut files: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    files.sort();
+    (dir, files)
+}
+
+fn track_json(files: &[String], schedule: &str) -> Value {
+    let mut args = vec!["track", "--fps", "15", "--schedule", schedule, "--json"];
+    args.extend(files.iter().map(String::as_str));
+    json_of(&facegate(&args))
+}
+
+/// Per-event output on real footage (labels in footage-dev/labels.csv,
+/// checked by eye): the times of the four blinks of a phone selfie with
+/// glasses, and the two turns of a talking clip on the user's own side (the
+/// labels name turns from the viewer's side), under both schedules.
+#[test]
+fn track_reports_each_blink_and_turn_with_its_time() {
+    let (dir, files) = footage_frames("06_bf_liveportrait_d13", 15);
+    for schedule in ["every-frame", "session"] {
+        let v = track_json(&files, schedule);
+        let blinks: Vec<f64> = v["blinks"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap() / 1000.0).collect();
+        assert_eq!(blinks.len(), 4, "{schedule}: {blinks:?}");
+        for (found, labelled) in blinks.iter().zip([1.4, 2.65, 3.4, 10.5]) {
+            assert!((found - labelled).abs() < 0.3, "{schedule}: blink at {found} s, labelled {labelled} s");
+        }
+        assert_eq!(v["turns"], serde_json::json!([]), "{schedule}: a frontal selfie");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    // viewer's left ~3.1-3.7 s is the user's right; viewer's right ~6.6-7.0 s the user's left
+    let (dir, files) = footage_frames("05_bf_liveportrait_d12", 15);
+    let v = track_json(&files, "session");
+    let turns = v["turns"].as_array().unwrap();
+    let found = |step: &str, from: f64, to: f64| turns.iter().any(|t| t["step"] == step && (from..=to).contains(&(t["t_ms"].as_f64().unwrap() / 1000.0)));
+    assert!(found("turn_right", 3.0, 3.8) && found("turn_left", 6.5, 7.1), "{turns:?}");
+    for t in turns {
+        assert!(t["peak_yaw"].as_f64().unwrap().abs() >= 20.0, "{t}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

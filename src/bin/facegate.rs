@@ -82,10 +82,17 @@ enum Cmd {
         /// Challenge seed (hex) to verify the track against.
         #[arg(long)]
         seed: Option<String>,
-        /// Also score passive liveness on every third frame with a face and
-        /// report the median, as the widget aggregates it over a challenge.
+        /// Also score passive liveness and report the median, as the widget
+        /// aggregates it over a challenge (every third frame with a face
+        /// under `--schedule every-frame`, the detection frames under
+        /// `--schedule session`).
         #[arg(long)]
         passive: bool,
+        /// How the track is computed: `every-frame` runs the detector on
+        /// every frame; `session` runs the widget's own session (detector
+        /// every 4th frame, the mesh following the face in between).
+        #[arg(long, value_enum, default_value_t = Schedule::EveryFrame)]
+        schedule: Schedule,
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +148,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Time every stage (detection and quality, mesh, passive liveness,
+    /// alignment and embedding) and every model run on each frame: the
+    /// median milliseconds over `--reps` passes after one warm-up pass.
+    Bench {
+        frames: Vec<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The protected template of the largest face (what leaves the device
     /// instead of an embedding), under a carrier transform key.
     Protect {
@@ -151,6 +168,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Schedule {
+    EveryFrame,
+    Session,
 }
 
 fn main() {
@@ -243,9 +266,9 @@ fn run(cli: Cli) -> Result<()> {
                 .save(out)
                 .map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
         }
-        Cmd::Track { frames, fps, seed, passive, json } => {
-            let p = Pipeline::load_native(&opts)?;
-            print(track(&p, frames, *fps, seed.as_deref(), *passive)?, *json);
+        Cmd::Track { frames, fps, seed, passive, schedule, json } => {
+            let p = Pipeline::load_native(&PipelineOptions { liveness: *passive, ..opts.clone() })?;
+            print(track(&p, frames, *fps, seed.as_deref(), *passive, *schedule)?, *json);
         }
         Cmd::DetectEval { labels, images, iou, json } => {
             let p = Pipeline::load_native(&opts)?;
@@ -261,6 +284,10 @@ fn run(cli: Cli) -> Result<()> {
             let p = load(&cli, &opts)?;
             print(calibrate::operating_points(&p, images, pairs, key)?, *json);
         }
+        Cmd::Bench { frames, reps, json } => {
+            let p = Pipeline::load_native(&opts)?;
+            print(bench(&p, frames, *reps)?, *json);
+        }
         Cmd::Protect { image, key, json } => {
             let img = read_image_file(image)?;
             let p = Pipeline::load_native(&opts)?;
@@ -270,6 +297,39 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Milliseconds since the first call, the clock the stage timings read.
+fn clock_ms() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+fn bench(p: &Pipeline, files: &[PathBuf], reps: usize) -> Result<serde_json::Value> {
+    let frames = files.iter().map(|f| read_image_file(f)).collect::<Result<Vec<_>>>()?;
+    for f in &frames {
+        p.time_stages(f, clock_ms)?; // warm-up: first-run allocations and caches
+    }
+    let mut stages: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut models: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for _ in 0..reps.max(1) {
+        for f in &frames {
+            let (t, runs) = p.time_stages(f, clock_ms)?;
+            for (k, v) in [("detect + quality", t.detect), ("landmarks", t.landmarks), ("liveness (2 models)", t.liveness), ("align + embed", t.embed), ("end to end per frame", t.total)] {
+                stages.entry(k).or_default().push(v);
+            }
+            for r in runs {
+                models.entry(r.model).or_default().push(r.ms);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let stages: serde_json::Map<String, serde_json::Value> = stages.into_iter().map(|(k, v)| (k.to_string(), json!(median(v)))).collect();
+    let models: serde_json::Map<String, serde_json::Value> = models.into_iter().map(|(k, v)| (k, json!(median(v)))).collect();
+    Ok(json!({"frames": frames.len(), "reps": reps, "embedder": p.embedder_name(), "stages": stages, "models": models}))
 }
 
 fn read_csv(csv: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
@@ -410,29 +470,51 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>, id_sty
     Ok(out)
 }
 
-fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive: bool) -> Result<serde_json::Value> {
-    use facegate::challenge::{performed, steps_for_seed, verify_track, Step};
+fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive: bool, schedule: Schedule) -> Result<serde_json::Value> {
+    use facegate::challenge::{events, performed, steps_for_seed, verify_track, Step};
+    use facegate::session::{DeviceSession, SessionConfig};
     if !(fps > 0.0) {
         return Err(FacegateError::InvalidInput("--fps must be positive".into()));
     }
+    let seed = seed.map(|s| hex::decode(s).map_err(|e| FacegateError::InvalidInput(format!("--seed is not hex: {e}")))).transpose()?;
+    // the widget's session, fed the frames as its camera; the seed only
+    // decides which steps its progress waits for, the track is the same
+    let mut session = (schedule == Schedule::Session)
+        .then(|| -> Result<DeviceSession> {
+            let mut s = DeviceSession::new()?;
+            let challenge_seed = hex::encode(seed.as_deref().unwrap_or(b"track"));
+            s.begin(SessionConfig { session_id: "track".into(), nonce: "track".into(), challenge_seed, transform_key: "00".repeat(32), match_threshold: 0.0, liveness_threshold: 0.0, escrow_public_key: None })?;
+            Ok(s)
+        })
+        .transpose()?;
     let mut samples = Vec::new();
     let mut per_frame = Vec::new();
     let mut passive_scores = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let img = read_image_file(f)?;
         let t_ms = (i as f32 * 1000.0 / fps).round() as u32;
-        match p.track_sample(&img, t_ms)? {
-            Some((det, _, s)) => {
-                if passive && samples.len() % 3 == 0 {
-                    let model = p.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
-                    passive_scores.push(model.score(&img, &det)?);
-                }
-                samples.push(s);
-                per_frame.push(json!(s));
+        let sample = match session.as_mut() {
+            Some(session) => {
+                let update = session.push_frame(p, None, &img, t_ms)?;
+                passive_scores.extend(update.passive_liveness);
+                // frames with several faces never count towards a challenge
+                update.sample.filter(|_| update.faces.len() == 1)
             }
-            None => per_frame.push(serde_json::Value::Null),
-        }
+            None => match p.track_sample(&img, t_ms)? {
+                Some((det, _, s)) => {
+                    if passive && samples.len() % 3 == 0 {
+                        let model = p.liveness.as_ref().ok_or_else(|| FacegateError::InvalidInput("liveness models not loaded".into()))?;
+                        passive_scores.push(model.score(&img, &det)?);
+                    }
+                    Some(s)
+                }
+                None => None,
+            },
+        };
+        per_frame.push(json!(sample));
+        samples.extend(sample);
     }
+    let recognised = events(&samples);
     let mut v = json!({
         "frames": per_frame,
         "faces_found": samples.len(),
@@ -441,6 +523,8 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
             "turn_left": performed(&samples, Step::TurnLeft),
             "turn_right": performed(&samples, Step::TurnRight),
         },
+        "blinks": recognised.blinks,
+        "turns": recognised.turns,
     });
     if passive {
         v["passive_liveness"] = json!({
@@ -449,7 +533,6 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         });
     }
     if let Some(seed) = seed {
-        let seed = hex::decode(seed).map_err(|e| FacegateError::InvalidInput(format!("--seed is not hex: {e}")))?;
         v["challenge"] = match verify_track(&seed, &samples) {
             Ok(passed) => json!({"steps": steps_for_seed(&seed), "passed": true, "transcript": passed}),
             Err(f) => json!({"steps": steps_for_seed(&seed), "passed": false, "reason": f.code(), "failure": f}),

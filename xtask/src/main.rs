@@ -166,25 +166,28 @@ fn optimise_wasm(bg: &Path) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    step("test", 1, 5, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    step("test", 1, 6, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    // Two cargo runs, so that each package gets the feature set it is
+    // shipped with: the core crate with its models (the one native build of
+    // tract), then the server and xtask on the protocol alone, which is the
+    // very server binary the demo and the browser tests run.
+    step("test", 2, 6, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
     // the server's suites run against SQLite and a real PostgreSQL
-    step("test", 2, 5, "native and server tests (SQLite and PostgreSQL)", || {
+    step("test", 3, 6, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
         let pg = Postgres::start()?;
-        let tests = run(cargo().args(["test", "--workspace", "--release"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
+        let tests = run(cargo().args(["test", "--release", "-p", "facegate-server", "-p", "xtask"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
         pg.stop();
         tests
     })?;
     // the wasm32 build of the whole crate, then the real pipeline inside wasm under Node
-    step("test", 3, 5, "wasm build and the pipeline in wasm under Node", || {
+    step("test", 4, 6, "wasm build and the pipeline in wasm under Node", || {
         build_wasm("nodejs", &root().join("target/wasm-node"))?;
         run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))
     })?;
     // the widget in headless Chromium, served by the real server binary
-    step("test", 4, 5, "build the widget", build_www)?;
-    step("test", 5, 5, "the widget and the demo command in headless Chromium", || {
-        // the demo command's own build (its feature set differs from the
-        // test build's), done here so that the demo test only checks it
-        build_binaries()?;
+    step("test", 5, 6, "build the widget", build_www)?;
+    step("test", 6, 6, "the widget and the demo command in headless Chromium", || {
+        build_server()?; // already built by step 3: the demo test then only checks it
         let browser_tests = root().join("tests/browser");
         npm_ci(&browser_tests)?;
         run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))
@@ -366,11 +369,16 @@ fn step<T>(task: &str, n: usize, of: usize, name: &str, f: impl FnOnce() -> Resu
     Ok(out)
 }
 
-/// The release CLI and carrier server, exactly as the demo builds them. The
-/// CLI is in the root package, the server in its own: both packages are
-/// named (a bare `--bin facegate-server` only searches the root one).
-fn build_binaries() -> Result<(), String> {
-    run(cargo().args(["build", "--release", "-p", "facegate", "--bin", "facegate", "-p", "facegate-server", "--bin", "facegate-server"]))
+/// The release carrier server, exactly as the demo and the browser tests run
+/// it: its package alone, so the core crate comes without model inference
+/// and no tract is compiled for it.
+fn build_server() -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "facegate-server"]))
+}
+
+/// The release `facegate` CLI (the models natively), which eval and bench drive.
+fn build_cli() -> Result<(), String> {
+    run(cargo().args(["build", "--release", "-p", "facegate", "--bin", "facegate"]))
 }
 
 /// Builds everything and serves the demo SIM-order page with the widget and
@@ -378,7 +386,7 @@ fn build_binaries() -> Result<(), String> {
 /// interrupted.
 fn demo() -> Result<(), String> {
     step("demo", 1, 4, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
-    step("demo", 2, 4, "build the CLI and the carrier server (release)", build_binaries)?;
+    step("demo", 2, 4, "build the carrier server (release)", build_server)?;
     step("demo", 3, 4, "build the widget: wasm, wasm-opt, models, brotli", build_www)?;
     eprintln!("\n==> demo 4/4: start the server");
     let addr = std::env::var("FACEGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
@@ -394,20 +402,13 @@ fn demo() -> Result<(), String> {
     run(&mut server)
 }
 
-/// Native per-stage timings: median of `n` runs after warm-up.
-/// Milliseconds since the first call, for stage timings.
-fn clock_ms() -> f64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
-}
-
 /// The frames every benchmark runs on, natively and in the browser (made
 /// once here; bench/web/run.mjs serves this same folder to the page): 2 s of
 /// the footage at 10 fps scaled to 640 wide, four stills, and the ID photo
 /// the browser side matches against.
 const BENCH_STILLS: [&str; 4] = ["obama-480p.jpg", "biden.jpg", "alex-lacamoire.png", "kit_harington_john1.jpeg"];
 
-fn bench_frames(dir: &Path) -> Result<Vec<image::RgbImage>, String> {
+fn bench_frames(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let faces = root().join("../shared/data/faces");
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -429,12 +430,7 @@ fn bench_frames(dir: &Path) -> Result<Vec<image::RgbImage>, String> {
     // the same performer's portrait, as the browser side's ID photo
     std::fs::copy(faces.join("lin-manuel-miranda.png"), dir.join("reference.png")).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("list.json"), serde_json::json!({"reference": "reference.png", "frames": names}).to_string()).map_err(|e| e.to_string())?;
-    files.iter().map(|f| facegate::image_io::read_image_file(f).map_err(|e| e.to_string())).collect()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    Ok(files)
 }
 
 /// `cargo xtask bench`: the pipeline natively (tract on this CPU), stage by
@@ -443,38 +439,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// target/bench/native.json and web.json; the last line printed is
 /// `ratio_end_to_end=<facegate / onnxruntime-web>` (wasm, one thread each).
 fn bench(reps: usize) -> Result<(), String> {
-    use facegate::pipeline::{Pipeline, PipelineOptions};
-    let p = Pipeline::load_native(&PipelineOptions::default()).map_err(|e| e.to_string())?;
+    build_cli()?;
     let out = root().join("target/bench");
     let frame_dir = out.join("frames");
     let frames = bench_frames(&frame_dir)?;
-    for f in frames.iter().take(2) {
-        p.time_stages(f, clock_ms).map_err(|e| e.to_string())?;
+    // the CLI times the stages (xtask itself does not link the models)
+    let output = Command::new(root().join("target/release/facegate"))
+        .arg("bench")
+        .args(&frames)
+        .args(["--reps", &reps.to_string(), "--json"])
+        .output()
+        .map_err(|e| format!("facegate bench: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("facegate bench: {}", String::from_utf8_lossy(&output.stderr)));
     }
-    let mut stages: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    let mut models: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    for _ in 0..reps {
-        for f in &frames {
-            let (t, runs) = p.time_stages(f, clock_ms).map_err(|e| e.to_string())?;
-            for (k, v) in [("detect + quality", t.detect), ("landmarks", t.landmarks), ("liveness (2 models)", t.liveness), ("align + embed (flip)", t.embed), ("end to end per frame", t.total)] {
-                stages.entry(k).or_default().push(v);
-            }
-            for r in runs {
-                models.entry(r.model).or_default().push(r.ms);
-            }
-        }
-    }
+    let mut native: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    native["date"] = serde_json::json!(today());
+    native["machine"] = serde_json::json!(machine());
     println!("native (tract-onnx on {}), {} frames x {reps}, median ms", machine(), frames.len());
-    let mut native = serde_json::json!({"date": today(), "machine": machine(), "frames": frames.len(), "reps": reps, "stages": {}, "models": {}});
-    for (k, v) in stages {
-        let m = median(v);
-        println!("  {k:<24}{m:>9.2}");
-        native["stages"][k] = serde_json::json!(m);
-    }
-    for (k, v) in models {
-        let m = median(v);
-        println!("  model {k:<18}{m:>9.2}");
-        native["models"][k] = serde_json::json!(m);
+    for group in ["stages", "models"] {
+        for (k, v) in native[group].as_object().cloned().unwrap_or_default() {
+            let label = if group == "models" { format!("model {k}") } else { k };
+            println!("  {label:<30}{:>9.2}", v.as_f64().unwrap_or(f64::NAN));
+        }
     }
     std::fs::write(out.join("native.json"), serde_json::to_string_pretty(&native).unwrap()).map_err(|e| e.to_string())?;
 
@@ -499,7 +486,7 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 /// SQLite and on PostgreSQL. The results are real Ed25519-signed results
 /// with synthetic tracks and templates: the server's work is the real one.
 fn bench_server(n: usize, concurrency: usize) -> Result<(), String> {
-    run(cargo().args(["build", "--release", "-p", "facegate-server"]))?;
+    build_server()?;
     let pg = Postgres::start()?;
     let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -640,7 +627,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("fetch-models") => fetch_models(),
         Some("build-www") => build_www(),
-        Some("eval") => run(cargo().args(["build", "--release", "--bin", "facegate"])).and_then(|_| eval::eval(&args[1..], &root())),
+        Some("eval") => build_cli().and_then(|_| eval::eval(&args[1..], &root())),
         Some("bench-server") => bench_server(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400), args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8)),
         Some("build-wasm") => {
             let target = args.get(1).map(String::as_str).unwrap_or("web");
