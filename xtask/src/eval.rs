@@ -7,9 +7,11 @@
 //! cargo xtask eval [--data DIR] [--out DIR] [--key HEX]
 //!                  [--pairs CSV --images DIR] [--boxes XML|CSV [--box-images DIR]]
 //!                  [--liveness CSV --liveness-images DIR] [--clips CSV]
+//!                  [--footage DIR [--footage-events CSV]]
 //! ```
 //! Without flags it reads `../shared/data` (lfw-dev pairs, dlib-faces boxes,
-//! nuaa-dev attacks, faces stills and footage) and `xtask/eval/clips.csv`.
+//! nuaa-dev attacks, faces stills and footage, footage-dev's labelled
+//! blinks and turns) and `xtask/eval/clips.csv`, `footage-events.csv`.
 //! Output: a table on stdout, `report.json`, `report.md` and `roc.svg` in
 //! `target/eval/` (or `--out`).
 
@@ -30,6 +32,9 @@ struct Sources {
     boxes: Vec<(PathBuf, PathBuf)>,
     liveness: Option<(PathBuf, PathBuf)>,
     clips: Option<PathBuf>,
+    /// Labelled footage: the folder with labels.csv and the clips, and the
+    /// per-event annotation (xtask/eval/footage-events.csv).
+    footage: Option<(PathBuf, PathBuf)>,
     /// Folder that clip files and attack stills are relative to.
     data: PathBuf,
     out: PathBuf,
@@ -45,7 +50,7 @@ fn parse(args: &[String], root: &Path) -> Result<Sources, String> {
         flags.insert(name.to_string(), PathBuf::from(value));
     }
     for k in flags.keys() {
-        if !["data", "out", "key", "pairs", "images", "boxes", "box-images", "liveness", "liveness-images", "clips"].contains(&k.as_str()) {
+        if !["data", "out", "key", "pairs", "images", "boxes", "box-images", "liveness", "liveness-images", "clips", "footage", "footage-events"].contains(&k.as_str()) {
             return Err(format!("unknown flag --{k}"));
         }
     }
@@ -72,12 +77,16 @@ fn parse(args: &[String], root: &Path) -> Result<Sources, String> {
         None => default_if(data.join("nuaa-dev/labels.csv")).map(|c| (c, data.join("nuaa-dev"))),
     };
     let clips = given("clips").or_else(|| default_if(root.join("xtask/eval/clips.csv")));
+    let footage = given("footage")
+        .or_else(|| default_if(data.join("footage-dev")))
+        .filter(|d| d.join("labels.csv").exists())
+        .map(|d| (d, given("footage-events").unwrap_or_else(|| root.join("xtask/eval/footage-events.csv"))));
     let key = flags
         .get("key")
         .map(|k| k.display().to_string())
         .unwrap_or_else(|| "5eed".repeat(16));
     let out = flags.get("out").cloned().unwrap_or_else(|| root.join("target/eval"));
-    Ok(Sources { pairs, boxes, liveness, clips, data, out, key })
+    Ok(Sources { pairs, boxes, liveness, clips, footage, data, out, key })
 }
 
 /// Runs the release CLI with `--json` and parses what it prints.
@@ -201,6 +210,20 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
     }
     if let Some(a) = active {
         report["active_liveness"] = a;
+    }
+    if let Some(e) = footage_events(root, &src)? {
+        let from = src.footage.as_ref().map(|f| f.0.display().to_string()).unwrap_or_default();
+        for r in e["rates"].as_array().into_iter().flatten() {
+            let at = format!("session schedule, {} fps", r["fps"].as_str().map(String::from).unwrap_or_else(|| r["fps"].to_string()));
+            table.push((format!("blink recall ({at})"), format!("{} ({}/{})", pct(&r["blink_recall"]), r["blinks_recognised"], r["blinks_labelled"]), from.clone()));
+            table.push((format!("false blinks per minute ({at})"), format!("{:.1} ({} in {:.2} min)", f(&r["false_blinks_per_minute"]), r["false_blinks"], f(&r["minutes"])), from.clone()));
+            for side in ["turn_left", "turn_right"] {
+                let t = &r["turns"][side];
+                table.push((format!("{side} recall, user's side ({at})"), format!("{}/{}", t["recognised"], t["labelled"]), from.clone()));
+            }
+            table.push((format!("turns with no labelled turn ({at})"), r["false_turns"].to_string(), from.clone()));
+        }
+        report["footage_events"] = e;
     }
 
     // paths in the report relative to the repository, as a reader would type them
@@ -450,6 +473,112 @@ fn clips(src: &Sources, work: &Path) -> Result<Vec<Clip>, String> {
         }
     }
     Ok(out)
+}
+
+/// Frame rates footage is evaluated at besides each clip's own: a
+/// mid-range phone's analysis loop and a slow one.
+const FOOTAGE_FPS: [u32; 2] = [15, 10];
+/// A recognised event counts for a labelled one within this many seconds of
+/// its window (the labelled times are approximate, read off the frames).
+const EVENT_TOLERANCE_S: f64 = 0.5;
+
+/// Labelled events (clip, event, start s, end s) of the per-event annotation.
+fn labelled_events(csv: &Path) -> Result<Vec<(String, String, f64, f64)>, String> {
+    let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("{}: bad line {line}", csv.display()));
+        out.push((f[0].to_string(), f.get(1).copied().unwrap_or_default().to_string(), num(2)?, num(3)?));
+    }
+    Ok(out)
+}
+
+/// Every blink and turn the session schedule recognises in each labelled
+/// clip, matched against the labelled events: blink recall, false blinks per
+/// minute, turn recall per side (the user's), at each clip's own frame rate
+/// and at FOOTAGE_FPS.
+fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
+    let Some((dir, events_csv)) = &src.footage else { return Ok(None) };
+    let labels = dir.join("labels.csv");
+    let mut reader = csv::Reader::from_path(&labels).map_err(|e| format!("{}: {e}", labels.display()))?;
+    let header = reader.headers().map_err(|e| e.to_string())?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| format!("{}: no column {name}", labels.display()));
+    let (c_file, c_fps, c_seconds, c_kind) = (col("file")?, col("fps")?, col("seconds")?, col("kind")?);
+    let mut clips = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| e.to_string())?;
+        if &row[c_kind] == "bona_fide" {
+            clips.push((row[c_file].to_string(), row[c_fps].parse::<f64>().unwrap_or(30.0), row[c_seconds].parse::<f64>().unwrap_or(0.0)));
+        }
+    }
+    let events = labelled_events(events_csv)?;
+    let work = src.out.join("footage");
+    let mut rates = Vec::new();
+    for rate in std::iter::once(None).chain(FOOTAGE_FPS.into_iter().map(Some)) {
+        let (mut blinks_labelled, mut blinks_found, mut false_blinks, mut false_turns, mut seconds) = (0, 0, 0, 0, 0.0);
+        let mut turns = json!({"turn_left": {"labelled": 0, "recognised": 0}, "turn_right": {"labelled": 0, "recognised": 0}});
+        let mut per_clip = Vec::new();
+        for (file, own_fps, clip_seconds) in &clips {
+            let fps = rate.map(f64::from).unwrap_or(*own_fps);
+            eprintln!("eval: footage events {file} at {fps} fps");
+            let frames_dir = work.join(format!("{file}-{fps}"));
+            let _ = std::fs::remove_dir_all(&frames_dir);
+            std::fs::create_dir_all(&frames_dir).map_err(|e| e.to_string())?;
+            ffmpeg(&["-i", &dir.join(file).to_string_lossy(), "-vf", &format!("fps={fps}"), &frames_dir.join("f_%04d.jpg").to_string_lossy()])?;
+            let mut args: Vec<String> = vec!["track".into(), "--fps".into(), fps.to_string(), "--schedule".into(), "session".into()];
+            args.extend(frames_in(&frames_dir).iter().map(|f| f.display().to_string()));
+            let v = facegate(root, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            let _ = std::fs::remove_dir_all(&frames_dir);
+            // greedy matching in time order: each labelled event takes the
+            // first recognised event of its kind inside its widened window
+            let found: Vec<(String, f64)> = v["blinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| ("blink".to_string(), f(t) / 1000.0))
+                .chain(v["turns"].as_array().into_iter().flatten().map(|t| (t["step"].as_str().unwrap_or("").to_string(), f(&t["t_ms"]) / 1000.0)))
+                .collect();
+            let mut used = vec![false; found.len()];
+            let mut missed = Vec::new();
+            for (_, event, start, end) in events.iter().filter(|e| e.0 == *file) {
+                let hit = found.iter().enumerate().position(|(i, (kind, t))| !used[i] && kind == event && *t >= start - EVENT_TOLERANCE_S && *t <= end + EVENT_TOLERANCE_S);
+                if let Some(i) = hit {
+                    used[i] = true;
+                }
+                if event == "blink" {
+                    blinks_labelled += 1;
+                    blinks_found += hit.is_some() as u32;
+                } else {
+                    turns[event]["labelled"] = json!(turns[event]["labelled"].as_u64().unwrap_or(0) + 1);
+                    turns[event]["recognised"] = json!(turns[event]["recognised"].as_u64().unwrap_or(0) + hit.is_some() as u64);
+                }
+                if hit.is_none() {
+                    missed.push(json!({"event": event, "start_s": start, "end_s": end}));
+                }
+            }
+            let unmatched: Vec<Value> = found.iter().zip(&used).filter(|(_, u)| !**u).map(|((kind, t), _)| json!({"event": kind, "t_s": t})).collect();
+            false_blinks += unmatched.iter().filter(|e| e["event"] == "blink").count();
+            false_turns += unmatched.iter().filter(|e| e["event"] != "blink").count();
+            seconds += clip_seconds;
+            per_clip.push(json!({"clip": file, "fps": fps, "frames": v["frames"].as_array().map(Vec::len), "faces_found": v["faces_found"], "blinks": v["blinks"], "turns": v["turns"], "missed": missed, "unlabelled": unmatched}));
+        }
+        let minutes = seconds / 60.0;
+        rates.push(json!({
+            "fps": rate.map(|r| json!(r)).unwrap_or_else(|| json!("own")),
+            "blinks_labelled": blinks_labelled,
+            "blinks_recognised": blinks_found,
+            "blink_recall": blinks_found as f64 / blinks_labelled.max(1) as f64,
+            "false_blinks": false_blinks,
+            "minutes": minutes,
+            "false_blinks_per_minute": false_blinks as f64 / minutes.max(1e-9),
+            "turns": turns,
+            "false_turns": false_turns,
+            "per_clip": per_clip,
+        }));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(Some(json!({"labels": labels.display().to_string(), "events": events_csv.display().to_string(), "tolerance_s": EVENT_TOLERANCE_S, "schedule": "session", "rates": rates})))
 }
 
 /// For every clip: the CLI's track (head pose and eye openness per frame)

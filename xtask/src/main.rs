@@ -134,9 +134,19 @@ fn fetch_models() -> Result<(), String> {
 /// in xtask/npm (about 30 % smaller; it takes a few minutes, so the Node
 /// test package skips it and results are cached by the input's sha256).
 fn build_wasm(target: &str, out: &Path) -> Result<(), String> {
+    bindgen(&cargo_build_wasm()?, target, out)
+}
+
+/// The wasm32 build of the core crate (cargo's part of every wasm package).
+fn cargo_build_wasm() -> Result<PathBuf, String> {
     run(cargo().args(["build", "--lib", "--target", "wasm32-unknown-unknown", "--profile", "wasm"]))?;
-    let wasm = root().join("target/wasm32-unknown-unknown/wasm/facegate.wasm");
-    run(Command::new("wasm-bindgen").arg(&wasm).args(["--target", target, "--out-dir"]).arg(out))?;
+    Ok(root().join("target/wasm32-unknown-unknown/wasm/facegate.wasm"))
+}
+
+/// wasm-bindgen's JS glue for `target` around a built wasm, shrunk with
+/// wasm-opt for the browser.
+fn bindgen(wasm: &Path, target: &str, out: &Path) -> Result<(), String> {
+    run(Command::new("wasm-bindgen").arg(wasm).args(["--target", target, "--out-dir"]).arg(out))?;
     let bg = out.join("facegate_bg.wasm");
     if target == "web" {
         optimise_wasm(&bg)?;
@@ -166,28 +176,34 @@ fn optimise_wasm(bg: &Path) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    step("test", 1, 6, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    step("test", 1, 7, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    let wasm = step("test", 2, 7, "wasm build of the core crate", || {
+        let wasm = cargo_build_wasm()?;
+        bindgen(&wasm, "nodejs", &root().join("target/wasm-node"))?;
+        Ok(wasm)
+    })?;
+    // wasm-opt runs on one core for minutes: the widget is assembled on a
+    // thread beside the native builds and tests, which need no cargo lock
+    // from it
+    let widget = std::thread::spawn(move || step("test", 3, 7, "assemble the widget (wasm-opt, models, brotli), beside the native tests", || assemble_www(&wasm)));
     // Two cargo runs, so that each package gets the feature set it is
     // shipped with: the core crate with its models (the one native build of
     // tract), then the server and xtask on the protocol alone, which is the
     // very server binary the demo and the browser tests run.
-    step("test", 2, 6, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
+    step("test", 4, 7, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
     // the server's suites run against SQLite and a real PostgreSQL
-    step("test", 3, 6, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
+    step("test", 5, 7, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
         let pg = Postgres::start()?;
         let tests = run(cargo().args(["test", "--release", "-p", "facegate-server", "-p", "xtask"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
         pg.stop();
         tests
     })?;
-    // the wasm32 build of the whole crate, then the real pipeline inside wasm under Node
-    step("test", 4, 6, "wasm build and the pipeline in wasm under Node", || {
-        build_wasm("nodejs", &root().join("target/wasm-node"))?;
-        run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))
-    })?;
+    // the real pipeline inside wasm under Node
+    step("test", 6, 7, "the pipeline in wasm under Node", || run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"])))?;
+    widget.join().map_err(|_| "the widget thread panicked".to_string())??;
     // the widget in headless Chromium, served by the real server binary
-    step("test", 5, 6, "build the widget", build_www)?;
-    step("test", 6, 6, "the widget and the demo command in headless Chromium", || {
-        build_server()?; // already built by step 3: the demo test then only checks it
+    step("test", 7, 7, "the widget and the demo command in headless Chromium", || {
+        build_server()?; // already built by step 5: the demo test then only checks it
         let browser_tests = root().join("tests/browser");
         npm_ci(&browser_tests)?;
         run(Command::new("node").current_dir(&browser_tests).args(["--test", "--test-concurrency=1", "."]))
@@ -261,10 +277,16 @@ fn www_dist() -> PathBuf {
 /// brotli sibling (`.br`) the server sends to browsers that accept it.
 /// Prints the first-visit size report and writes it to target/www/sizes.json.
 fn build_www() -> Result<(), String> {
+    assemble_www(&cargo_build_wasm()?)
+}
+
+/// Everything of `build_www` after cargo: the web package of a built wasm,
+/// the widget's files, the models, the brotli siblings and the size report.
+fn assemble_www(wasm: &Path) -> Result<(), String> {
     let dist = www_dist();
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(dist.join("models")).map_err(|e| e.to_string())?;
-    build_wasm("web", &dist.join("pkg"))?;
+    bindgen(wasm, "web", &dist.join("pkg"))?;
     let copy = |from: &Path, to: &Path| std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {}: {e}", from.display()));
     for entry in std::fs::read_dir(root().join("www")).map_err(|e| e.to_string())? {
         let path = entry.map_err(|e| e.to_string())?.path();
@@ -354,15 +376,20 @@ fn gzip_len(bytes: &[u8]) -> usize {
 /// target/xtask-steps.json) and how long it took now, so that a first cold
 /// run visibly makes progress.
 fn step<T>(task: &str, n: usize, of: usize, name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    // steps can run on two threads (`test` assembles the widget beside the
+    // native tests): one writer of the times file at a time
+    static TIMES_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let file = root().join("target/xtask-steps.json");
-    let mut times: serde_json::Value = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({}));
+    let read_times = || -> serde_json::Value { std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({})) };
     let key = format!("{task}: {name}");
-    let last = times.get(&key).and_then(|v| v.as_f64()).map(|s| format!(" (last time {:.0} s)", s)).unwrap_or_else(|| " (first run on this machine: can take many minutes)".into());
+    let last = read_times().get(&key).and_then(|v| v.as_f64()).map(|s| format!(" (last time {:.0} s)", s)).unwrap_or_else(|| " (first run on this machine: can take many minutes)".into());
     eprintln!("\n==> {task} {n}/{of}: {name}{last}");
     let started = Instant::now();
     let out = f()?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!("==> {task} {n}/{of}: {name} done in {secs:.0} s");
+    let _guard = TIMES_FILE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut times = read_times();
     times[&key] = serde_json::json!(secs);
     let _ = std::fs::create_dir_all(root().join("target"));
     let _ = std::fs::write(&file, serde_json::to_string_pretty(&times).unwrap_or_default());
