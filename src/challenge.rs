@@ -3,6 +3,7 @@
 //! `landmarks` stage, so a still photograph (constant pose, constant eyes)
 //! can never pass.
 
+use crate::session::median;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -134,8 +135,7 @@ pub fn events(track: &[TrackSample]) -> TrackEvents {
         }
     }
     let mut first: Vec<f32> = track.iter().take(BASELINE_FRAMES).map(|s| s.yaw).collect();
-    first.sort_by(f32::total_cmp);
-    let Some(&baseline) = first.get(first.len() / 2) else { return out };
+    let Some(baseline) = median(&mut first) else { return out };
     let mut current: Option<TurnEvent> = None;
     for s in track {
         let from_baseline = s.yaw - baseline;
@@ -264,11 +264,7 @@ impl ChallengeProgress {
     }
 
     fn baseline_yaw(&self) -> Option<f32> {
-        (self.baseline.len() >= BASELINE_FRAMES).then(|| {
-            let mut b = self.baseline.clone();
-            b.sort_by(f32::total_cmp);
-            b[b.len() / 2]
-        })
+        (self.baseline.len() >= BASELINE_FRAMES).then(|| median(&mut self.baseline.clone())).flatten()
     }
 
     /// Feed the next frame's sample. Frames without a face are simply not

@@ -90,7 +90,7 @@ fn parse(args: &[String], root: &Path) -> Result<Sources, String> {
 }
 
 /// Runs the release CLI with `--json` and parses what it prints.
-fn facegate(root: &Path, args: &[&str]) -> Result<Value, String> {
+pub fn facegate(root: &Path, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(root.join("target/release/facegate"))
         .args(args)
         .arg("--json")
@@ -483,15 +483,10 @@ const FOOTAGE_FPS: [u32; 2] = [15, 10];
 const EVENT_TOLERANCE_S: f64 = 0.5;
 
 /// Labelled events (clip, event, start s, end s) of the per-event annotation.
-fn labelled_events(csv: &Path) -> Result<Vec<(String, String, f64, f64)>, String> {
-    let text = std::fs::read_to_string(csv).map_err(|e| format!("{}: {e}", csv.display()))?;
-    let mut out = Vec::new();
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("{}: bad line {line}", csv.display()));
-        out.push((f[0].to_string(), f.get(1).copied().unwrap_or_default().to_string(), num(2)?, num(3)?));
-    }
-    Ok(out)
+fn labelled_events(path: &Path) -> Result<Vec<(String, String, f64, f64)>, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut reader = csv::ReaderBuilder::new().comment(Some(b'#')).trim(csv::Trim::All).from_path(path).map_err(|e| bad(&e))?;
+    reader.deserialize().map(|row| row.map_err(|e| bad(&e))).collect()
 }
 
 /// Every blink and turn the session schedule recognises in each labelled

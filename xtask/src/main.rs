@@ -374,20 +374,15 @@ fn gzip_len(bytes: &[u8]) -> usize {
 /// target/xtask-steps.json) and how long it took now, so that a first cold
 /// run visibly makes progress.
 fn step<T>(task: &str, n: usize, of: usize, name: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    // steps can run on two threads (`test` assembles the widget beside the
-    // native tests): one writer of the times file at a time
-    static TIMES_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let file = root().join("target/xtask-steps.json");
-    let read_times = || -> serde_json::Value { std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({})) };
+    let mut times: serde_json::Value = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({}));
     let key = format!("{task}: {name}");
-    let last = read_times().get(&key).and_then(|v| v.as_f64()).map(|s| format!(" (last time {:.0} s)", s)).unwrap_or_else(|| " (first run on this machine: can take many minutes)".into());
+    let last = times.get(&key).and_then(|v| v.as_f64()).map(|s| format!(" (last time {:.0} s)", s)).unwrap_or_else(|| " (first run on this machine: can take many minutes)".into());
     eprintln!("\n==> {task} {n}/{of}: {name}{last}");
     let started = Instant::now();
     let out = f()?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!("==> {task} {n}/{of}: {name} done in {secs:.0} s");
-    let _guard = TIMES_FILE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut times = read_times();
     times[&key] = serde_json::json!(secs);
     let _ = std::fs::create_dir_all(root().join("target"));
     let _ = std::fs::write(&file, serde_json::to_string_pretty(&times).unwrap_or_default());
@@ -469,16 +464,9 @@ fn bench(reps: usize) -> Result<(), String> {
     let frame_dir = out.join("frames");
     let frames = bench_frames(&frame_dir)?;
     // the CLI times the stages (xtask itself does not link the models)
-    let output = Command::new(root().join("target/release/facegate"))
-        .arg("bench")
-        .args(&frames)
-        .args(["--reps", &reps.to_string(), "--json"])
-        .output()
-        .map_err(|e| format!("facegate bench: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("facegate bench: {}", String::from_utf8_lossy(&output.stderr)));
-    }
-    let mut native: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let mut args = vec!["bench".to_string(), "--reps".into(), reps.to_string()];
+    args.extend(frames.iter().map(|f| f.display().to_string()));
+    let mut native = eval::facegate(&root(), &args.iter().map(String::as_str).collect::<Vec<_>>())?;
     native["date"] = serde_json::json!(today());
     native["machine"] = serde_json::json!(machine());
     println!("native (tract-onnx on {}), {} frames x {reps}, median ms", machine(), frames.len());
