@@ -19,6 +19,7 @@ pub mod detect;
 pub mod embed;
 pub mod error;
 pub mod escrow;
+pub mod eyes;
 pub mod image_io;
 pub mod landmarks;
 pub mod liveness;

@@ -11,6 +11,8 @@ use crate::embed::Embedder;
 use crate::error::{FacegateError, Result};
 use crate::landmarks::FaceMesh;
 #[cfg(feature = "inference")]
+use crate::eyes::EyeModel;
+#[cfg(feature = "inference")]
 use crate::landmarks::Landmarker;
 use crate::liveness::LIVENESS_MODELS;
 #[cfg(feature = "inference")]
@@ -36,6 +38,8 @@ pub struct FaceReport {
 
 pub const DEFAULT_DETECTOR: &str = "yunet_s_320";
 pub const DEFAULT_LANDMARKER: &str = "facemesh";
+/// The eye model of the blink step (`eyes`), used with the landmarker.
+pub const DEFAULT_EYE_MODEL: &str = "iris";
 
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -61,6 +65,18 @@ impl PipelineOptions {
         }
         if self.landmarks {
             names.push(DEFAULT_LANDMARKER.to_string());
+            names.push(DEFAULT_EYE_MODEL.to_string());
+        }
+        names
+    }
+
+    /// The models a first visit can do without until the step that needs
+    /// them ([`Pipeline::load_first`], [`Pipeline::add_deferred`]): the
+    /// embedder (the ID photo's match) and the eye model (the challenge).
+    pub fn deferred_models(&self) -> Vec<String> {
+        let mut names = vec![self.embedder.clone()];
+        if self.landmarks {
+            names.push(DEFAULT_EYE_MODEL.to_string());
         }
         names
     }
@@ -70,11 +86,15 @@ impl PipelineOptions {
 pub struct Pipeline {
     pub detector: FaceDetector,
     /// `None` until the embedder has arrived when it loads in the background
-    /// ([`Pipeline::load_without_embedder`], the widget's first visit).
+    /// ([`Pipeline::load_first`], the widget's first visit).
     embedder: Option<Embedder>,
     embedder_name: String,
     pub liveness: Option<PassiveLiveness>,
     pub landmarker: Option<Landmarker>,
+    /// `None` until it arrives, like the embedder; without it the mesh's own
+    /// eye aspect ratio stands in (selfie guidance only: the challenge waits
+    /// for it, see `DeviceSession::push_frame`).
+    eye_model: Option<EyeModel>,
     pub calibration: Calibration,
     pub quality_thresholds: QualityThresholds,
     /// sha256 of every model in use, for signed results.
@@ -86,16 +106,19 @@ impl Pipeline {
     /// Build from a byte source (file system natively, `fetch` in the browser).
     /// Every byte string is checked against the manifest before use.
     pub fn load(opts: &PipelineOptions, mut source: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<Self> {
-        let mut p = Self::load_without_embedder(opts, &mut source)?;
-        p.add_embedder(&source(&opts.embedder)?)?;
+        let mut p = Self::load_first(opts, &mut source)?;
+        for name in opts.deferred_models() {
+            p.add_deferred(&name, &source(&name)?)?;
+        }
         Ok(p)
     }
 
-    /// Every model but the embedder, which [`Pipeline::add_embedder`] adds
-    /// when its bytes arrive: detection, quality guidance, the mesh and
-    /// passive liveness work before it (the widget lets the user start while
-    /// the largest model is still downloading).
-    pub fn load_without_embedder(opts: &PipelineOptions, mut source: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<Self> {
+    /// Every model but the deferred ones ([`PipelineOptions::deferred_models`]),
+    /// which [`Pipeline::add_deferred`] adds when their bytes arrive:
+    /// detection, quality guidance, the mesh and passive liveness work
+    /// before them (the widget lets the user start while the embedder and
+    /// the eye model are still downloading).
+    pub fn load_first(opts: &PipelineOptions, mut source: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<Self> {
         let mut hashes = Vec::new();
         let mut fetch = |name: &str| -> Result<Vec<u8>> {
             let bytes = source(name)?;
@@ -125,17 +148,25 @@ impl Pipeline {
             embedder_name: opts.embedder.clone(),
             liveness,
             landmarker,
+            eye_model: None,
             calibration: embedder_config.calibration,
             quality_thresholds: QualityThresholds::default(),
             model_hashes: hashes,
         })
     }
 
-    /// The embedder's bytes, checked against the manifest like every model.
-    pub fn add_embedder(&mut self, bytes: &[u8]) -> Result<()> {
-        let name = self.embedder_name.clone();
-        let entry = manifest::verify(&name, bytes)?;
-        self.embedder = Some(Embedder::new(bytes, embed::config(&name)?)?);
+    /// A deferred model's bytes (the embedder or the eye model), checked
+    /// against the manifest like every model.
+    pub fn add_deferred(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let entry = manifest::verify(name, bytes)?;
+        if name == self.embedder_name {
+            self.embedder = Some(Embedder::new(bytes, embed::config(name)?)?);
+        } else if name == DEFAULT_EYE_MODEL {
+            self.eye_model = Some(EyeModel::new(bytes, name)?);
+        } else {
+            return Err(FacegateError::UnknownModel { name: name.into() });
+        }
+        let name = name.to_string();
         self.model_hashes.retain(|(n, _)| *n != name);
         self.model_hashes.push((name, entry.sha256));
         Ok(())
@@ -184,10 +215,20 @@ impl Pipeline {
         Ok((face, score))
     }
 
-    /// Dense landmarks, head pose and eye state of one detected face.
+    /// The eye model, or `ModelNotReady` while it is still on its way.
+    pub fn eye_model(&self) -> Result<&EyeModel> {
+        self.eye_model.as_ref().ok_or_else(|| FacegateError::ModelNotReady { name: DEFAULT_EYE_MODEL.into() })
+    }
+
+    /// Dense landmarks, head pose and eye state of one detected face; the
+    /// eye state from the eye model once it is loaded.
     pub fn mesh(&self, img: &RgbImage, face: &Detection) -> Result<FaceMesh> {
         let lm = self.landmarker.as_ref().ok_or_else(|| FacegateError::InvalidInput("landmark model not loaded".into()))?;
-        lm.mesh(img, face)
+        let mut mesh = lm.mesh(img, face)?;
+        if let Some(eyes) = &self.eye_model {
+            mesh.eyes = eyes.eyes(img, &mesh.points)?;
+        }
+        Ok(mesh)
     }
 
     /// One challenge-track sample from a camera frame: the largest face's

@@ -143,6 +143,9 @@ impl DeviceSession {
     #[cfg(feature = "inference")]
     pub fn push_frame(&mut self, p: &Pipeline, reference: Option<&Embedding>, img: &RgbImage, t_ms: u32) -> Result<FrameUpdate> {
         let progress = self.progress.as_mut().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
+        // the blink step is judged on the eye model's lids: no frame counts
+        // before it has arrived (the widget waits for it before starting)
+        p.eye_model()?;
         let followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
         let detected = followed.is_none();
         let faces = match &followed {

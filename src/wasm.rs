@@ -34,11 +34,24 @@ pub fn required_models() -> Vec<String> {
     PipelineOptions::default().model_names()
 }
 
-/// Manifest name of the embedder, the model `FaceGate.withoutEmbedder`
-/// leaves for `addEmbedder`.
+/// Manifest names of the models `FaceGate.withoutDeferred` leaves for
+/// `addDeferred`: the embedder (`embedderModel()`) and the eye model
+/// (`eyeModel()`).
+#[wasm_bindgen(js_name = deferredModels)]
+pub fn deferred_models() -> Vec<String> {
+    PipelineOptions::default().deferred_models()
+}
+
+/// The deferred model the ID photo's match waits for.
 #[wasm_bindgen(js_name = embedderModel)]
 pub fn embedder_model() -> String {
     PipelineOptions::default().embedder
+}
+
+/// The deferred model the challenge waits for.
+#[wasm_bindgen(js_name = eyeModel)]
+pub fn eye_model() -> String {
+    crate::pipeline::DEFAULT_EYE_MODEL.to_string()
 }
 
 /// Model bytes by manifest name from a JS object of `Uint8Array`s.
@@ -140,24 +153,30 @@ impl FaceGate {
         Ok(FaceGate { pipeline, reference: None, reference_crop: None, session: None })
     }
 
-    /// Every model but the embedder (`embedderModel()`), which `addEmbedder`
-    /// adds when it arrives: the widget lets the user start (ID capture,
-    /// selfie guidance) while the largest model is still downloading.
-    #[wasm_bindgen(js_name = withoutEmbedder)]
-    pub fn without_embedder(models: &js_sys::Object) -> Result<FaceGate, JsError> {
-        let pipeline = Pipeline::load_without_embedder(&PipelineOptions::default(), model_source(models)).map_err(js_err)?;
+    /// Every model but the deferred ones (`deferredModels()`), which
+    /// `addDeferred` adds as they arrive: the widget lets the user start (ID
+    /// capture, selfie guidance) while those are still downloading.
+    #[wasm_bindgen(js_name = withoutDeferred)]
+    pub fn without_deferred(models: &js_sys::Object) -> Result<FaceGate, JsError> {
+        let pipeline = Pipeline::load_first(&PipelineOptions::default(), model_source(models)).map_err(js_err)?;
         Ok(FaceGate { pipeline, reference: None, reference_crop: None, session: None })
     }
 
-    /// The embedder's bytes (checked against the manifest's sha256).
-    #[wasm_bindgen(js_name = addEmbedder)]
-    pub fn add_embedder(&mut self, bytes: &[u8]) -> Result<(), JsError> {
-        self.pipeline.add_embedder(bytes).map_err(js_err)
+    /// A deferred model's bytes by manifest name (checked against the
+    /// manifest's sha256).
+    #[wasm_bindgen(js_name = addDeferred)]
+    pub fn add_deferred(&mut self, name: &str, bytes: &[u8]) -> Result<(), JsError> {
+        self.pipeline.add_deferred(name, bytes).map_err(js_err)
     }
 
-    #[wasm_bindgen(js_name = embedderReady)]
-    pub fn embedder_ready(&self) -> bool {
-        self.pipeline.embedder().is_ok()
+    /// Whether a deferred model has been added.
+    #[wasm_bindgen(js_name = deferredReady)]
+    pub fn deferred_ready(&self, name: &str) -> bool {
+        match name {
+            n if n == self.pipeline.embedder_name() => self.pipeline.embedder().is_ok(),
+            crate::pipeline::DEFAULT_EYE_MODEL => self.pipeline.eye_model().is_ok(),
+            _ => false,
+        }
     }
 
     /// sha256 of every model in use, as `[[name, hex], ...]`.

@@ -157,14 +157,19 @@ fn track_reports_each_blink_and_turn_with_its_time() {
         assert_eq!(v["turns"], serde_json::json!([]), "{schedule}: a frontal selfie");
     }
     let _ = std::fs::remove_dir_all(dir);
-    // viewer's left ~3.1-3.7 s is the user's right; viewer's right ~6.6-7.0 s the user's left
+    // the viewer's right ~1.4-1.9 s and ~6.6-7.0 s are the user's left, the
+    // viewer's left ~3.1-3.7 s the user's right: these three, nothing else;
+    // a turn is recognised when it passes the threshold, which can be a
+    // little before the labelled (approximate) start
     let (dir, files) = footage_frames("05_bf_liveportrait_d12", 15);
     let v = track_json(&files, "session");
     let turns = v["turns"].as_array().unwrap();
-    let found = |step: &str, from: f64, to: f64| turns.iter().any(|t| t["step"] == step && (from..=to).contains(&(t["t_ms"].as_f64().unwrap() / 1000.0)));
-    assert!(found("turn_right", 3.0, 3.8) && found("turn_left", 6.5, 7.1), "{turns:?}");
-    for t in turns {
-        assert!(t["peak_yaw"].as_f64().unwrap().abs() >= 20.0, "{t}");
+    let expected = [("turn_left", 1.1, 2.0), ("turn_right", 2.8, 3.8), ("turn_left", 6.3, 7.1)];
+    assert_eq!(turns.len(), expected.len(), "{turns:?}");
+    for (t, (step, from, to)) in turns.iter().zip(expected) {
+        assert!(t["step"] == step && (from..=to).contains(&(t["t_ms"].as_f64().unwrap() / 1000.0)), "{t}, expected {step} in {from}-{to} s");
+        // the turn threshold is 12 degrees from the starting pose
+        assert!(t["peak_yaw"].as_f64().unwrap().abs() >= 12.0, "{t}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

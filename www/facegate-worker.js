@@ -70,10 +70,11 @@ async function modelBytes(entry, base, onBytes) {
   return bytes;
 }
 
-// The embedder (the largest model) is fetched in the background: the user
-// can start with the ID photo and the selfie guidance while it arrives; the
-// first call that needs it (the ID photo's reference) waits for it here.
-let embedderReady = null;
+// The deferred models (the embedder, the largest, and the eye model of the
+// blink step) are fetched in the background: the user can start with the ID
+// photo and the selfie guidance while they arrive; the first call that needs
+// one (the ID photo's reference, the challenge) waits for it here.
+const deferred = {};
 
 function modelError(e) {
   if (e instanceof WidgetError) return e;
@@ -86,8 +87,8 @@ async function load({ base }) {
   await init({ module_or_path: new URL('./pkg/facegate_bg.wasm', import.meta.url) });
   const manifest = JSON.parse(fg.manifestJson());
   const entry = (name) => manifest.models.find((m) => m.name === name);
-  const embedderName = fg.embedderModel();
-  const entries = fg.requiredModels().filter((n) => n !== embedderName).map(entry);
+  const later = fg.deferredModels();
+  const entries = fg.requiredModels().filter((n) => !later.includes(n)).map(entry);
   // sizes come from the server's Content-Length where the manifest has none
   const total = entries.reduce((sum, e) => sum + (e.bytes || 0), 0);
   let loaded = 0;
@@ -99,25 +100,30 @@ async function load({ base }) {
     });
   }
   try {
-    gate = fg.FaceGate.withoutEmbedder(models);
+    gate = fg.FaceGate.withoutDeferred(models);
   } catch (e) {
     throw modelError(e);
   }
-  embedderReady = modelBytes(entry(embedderName), base, () => {}).then((bytes) => {
-    try {
-      gate.addEmbedder(bytes);
-    } catch (e) {
-      throw modelError(e);
-    }
-  });
-  // a failure is reported to the call that needs the embedder, not here
-  embedderReady.catch(() => {});
+  // one after the other, the embedder first: the ID photo needs it first
+  let previous = Promise.resolve();
+  for (const name of later) {
+    deferred[name] = previous.then(() => modelBytes(entry(name), base, () => {})).then((bytes) => {
+      try {
+        gate.addDeferred(name, bytes);
+      } catch (e) {
+        throw modelError(e);
+      }
+    });
+    // a failure is reported to the call that needs the model, not here
+    deferred[name].catch(() => {});
+    previous = deferred[name].catch(() => {});
+  }
   return { models: gate.modelHashes(), bytes: loaded, loadMs: Math.round(performance.now() - started) };
 }
 
-async function withEmbedder() {
+async function withDeferred(name) {
   const g = requireGate();
-  if (!g.embedderReady()) await embedderReady;
+  if (!g.deferredReady(name)) await deferred[name];
   return g;
 }
 
@@ -139,14 +145,14 @@ function requireGate() {
 
 const handlers = {
   load,
-  reference: async ({ bytes }) => (await withEmbedder()).setReferenceImage(new Uint8Array(bytes)),
+  reference: async ({ bytes }) => (await withDeferred(fg.embedderModel())).setReferenceImage(new Uint8Array(bytes)),
   // selfie guidance: faces and their quality (the hints under the oval)
   analyze: ({ bitmap }) => {
     const img = rgbaOf(bitmap);
     return requireGate().guideFrame(img.width, img.height, img.data);
   },
   newSession: () => requireGate().newSession(),
-  begin: ({ config }) => requireGate().beginChallenge(JSON.stringify(config)),
+  begin: async ({ config }) => (await withDeferred(fg.eyeModel())).beginChallenge(JSON.stringify(config)),
   challengeFrame: ({ bitmap, tMs }) => {
     const img = rgbaOf(bitmap);
     return requireGate().challengeFrame(img.width, img.height, img.data, tMs);

@@ -387,7 +387,10 @@ class FaceVerify extends HTMLElement {
       this.$('svg.overlay').dataset.good = String(!hint);
       good = hint ? 0 : good + 1;
       this.say(hint ? this.t(hint) : this.t('hint_hold_still'));
-      if (good >= GOOD_FRAMES_TO_START) return this.challenge();
+      // challenge() stops this loop first, so the loop's own error handling
+      // no longer applies: its failures (device key refused, eye model
+      // tampered) are reported here
+      if (good >= GOOD_FRAMES_TO_START) return this.challenge().catch((e) => this.fail(e.code || 'internal', e.message));
       if (performance.now() > deadline) this.fail('no_face_found');
     });
   }

@@ -104,7 +104,7 @@ async function main() {
   console.log(`models ready: facegate ${f(one.facegate_models_ready_ms, 0)} ms (wasm + ${Object.keys(one.per_model).length} models), onnxruntime-web sessions ${f(one.ort_sessions_ready_ms, 0)} ms`);
   console.log(`challenge: ${f(one.challenge_fps, 1)} frames/s sustained; challenge end to signed result ${f(one.challenge_end_to_result_ms, 1)} ms`);
   console.log(`memory: facegate wasm linear memory ${(one.facegate_wasm_memory_bytes / 1048576).toFixed(1)} MiB (peak: it only grows); JS heap ${one.js_heap_used_bytes ? (one.js_heap_used_bytes / 1048576).toFixed(1) + ' MiB' : '-'}`);
-  console.log(`first visit download (brotli): ${(sizes.before_first_interaction.brotli / 1e6).toFixed(2)} MB before the first interaction, ${(sizes.total.brotli / 1e6).toFixed(2)} MB with the embedder (in the background)`);
+  console.log(`first visit download (brotli): ${(sizes.before_first_interaction.brotli / 1e6).toFixed(2)} MB before the first interaction, ${(sizes.total.brotli / 1e6).toFixed(2)} MB with the embedder and the eye model (in the background)`);
   console.log(`ratio_end_to_end_2threads=${f(one.facegate_challenge_frame_mean_ms / two.ort_frame_models_only_mean_ms, 3)}`);
   console.log(`ratio_end_to_end=${f(one.ratio_end_to_end, 3)}`);
 }

@@ -39,6 +39,7 @@ TFJS = {
     "mobileface_f32": ("mobileface.json", (112, 112), ["batchnorm0/add_1"], []),
     "faceres": ("faceres.json", (224, 224), ["global_pooling/Mean"], []),
     "facemesh": ("facemesh.json", (192, 192), ["Identity_2", "Identity_1"], []),
+    "iris": ("iris.json", (64, 64), ["Identity"], []),
 }
 MINIFAS = {
     "minifasnet_v2_2.7": "2.7_80x80_MiniFASNetV2.pth",

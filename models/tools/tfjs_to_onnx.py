@@ -466,6 +466,23 @@ class Converter:
 
     op_FusedMatMul = op_MatMul
 
+    def op_ConcatV2(self, node, ins):
+        # the last input is the axis; the tensors share a layout (the iris
+        # model concatenates two 1x1 conv heads along channels)
+        n = self.attr(node, "N", len(ins) - 1)
+        xs = [self.get(i) for i in ins[:n]]
+        axis = int(np.asarray(self.get(ins[n])).reshape(-1)[0])
+        layout = xs[0][1]
+        xs = [x if x[1] == layout else self.to_plain(x) for x in xs]
+        if any(x[1] != layout for x in xs):
+            layout = "plain"
+            xs = [self.to_plain(x) for x in xs]
+        ax = self._axes(xs[0], [axis])[0]
+        shape = list(xs[0][2])
+        shape[ax] = sum(x[2][ax] for x in xs)
+        out = self.emit("Concat", [x[0] for x in xs], node["name"], axis=ax)
+        return (out, layout, shape)
+
     def op_Softmax(self, node, ins):
         x = self.to_plain(self.get(ins[0]))
         return (self.emit("Softmax", [x[0]], node["name"], axis=-1), "plain", x[2])

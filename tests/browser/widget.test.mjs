@@ -154,38 +154,41 @@ function tamperedSite(prefix) {
   return site;
 }
 
-test('a tampered model file is refused with its message', { timeout: 90000 }, async () => {
-  const tampered = await startServer({ site: tamperedSite('facemesh') });
-  const { browser, page } = await launch({ video: clip });
-  try {
-    await page.goto(demoUrl(tampered.origin, 'lin-manuel-miranda.png'));
-    const end = await widgetState(page, ['error', 'done', 'selfie'], 60000);
-    assert.equal(end.state, 'error');
-    assert.equal(end.error, 'model_tampered');
-    assert.match(end.status, /failed its integrity check/);
-  } finally {
-    await browser.close();
-    await tampered.stop();
-  }
-});
-
-test('the embedder arrives in the background: the user starts first, and a tampered embedder is refused before any match', { timeout: 90000 }, async () => {
-  const tampered = await startServer({ site: tamperedSite('mobilefacenet') });
+// The demo flow on a site whose model file `prefix`* has one flipped byte:
+// the widget must stop with the integrity message. Returns the states the
+// widget went through.
+async function refusedTamperedModel(prefix, until, timeout) {
+  const tampered = await startServer({ site: tamperedSite(prefix) });
   const { browser, page } = await launch({ video: clip });
   try {
     await recordWidget(page);
     await page.goto(demoUrl(tampered.origin, 'lin-manuel-miranda.png'));
-    const end = await widgetState(page, ['error', 'done', 'selfie'], 60000);
-    const seen = await page.evaluate(() => window.__facegate);
-    // the ID step was reached on the other models; the match needs the embedder
-    assert.deepEqual(seen.states.slice(0, 2), ['loading', 'id-capture']);
+    const end = await widgetState(page, until, timeout);
     assert.equal(end.state, 'error');
     assert.equal(end.error, 'model_tampered');
     assert.match(end.status, /failed its integrity check/);
+    return (await page.evaluate(() => window.__facegate)).states;
   } finally {
     await browser.close();
     await tampered.stop();
   }
+}
+
+test('a tampered model file is refused with its message', { timeout: 90000 }, async () => {
+  await refusedTamperedModel('facemesh', ['error', 'done', 'selfie'], 60000);
+});
+
+test('the eye model arrives in the background too: a tampered one stops the flow at the challenge with the integrity message', { timeout: FLOW_MS + 30000 }, async () => {
+  const states = await refusedTamperedModel('iris', ['error', 'done'], FLOW_MS);
+  // the ID photo was matched (the embedder was fine) and the selfie step
+  // reached; the challenge needs the eye model and refuses the bad one
+  assert.ok(states.includes('selfie') && !states.includes('challenge'), JSON.stringify(states));
+});
+
+test('the embedder arrives in the background: the user starts first, and a tampered embedder is refused before any match', { timeout: 90000 }, async () => {
+  const states = await refusedTamperedModel('mobilefacenet', ['error', 'done', 'selfie'], 60000);
+  // the ID step was reached on the other models; the match needs the embedder
+  assert.deepEqual(states.slice(0, 2), ['loading', 'id-capture']);
 });
 
 test('the demo page and widget speak Chinese when asked', { timeout: 90000 }, async () => {

@@ -25,7 +25,7 @@ function modelBytes(entry) {
 }
 
 const manifest = JSON.parse(fg.manifestJson());
-const needed = ['yunet_s_320', 'mobilefacenet', 'facemesh', 'minifasnet_v2_2.7', 'minifasnet_v1se_4.0'];
+const needed = fg.requiredModels();
 const models = {};
 for (const name of needed) models[name] = modelBytes(manifest.models.find((m) => m.name === name));
 const gate = new fg.FaceGate(models);

@@ -223,6 +223,14 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
             }
             table.push((format!("turns with no labelled turn ({at})"), r["false_turns"].to_string(), from.clone()));
         }
+        let c = &e["assembled_challenges"];
+        let reasons: Vec<String> = c["failures"].as_object().into_iter().flatten().map(|(k, n)| format!("{n} {k}")).collect();
+        table.push((
+            format!("whole challenge, bona fide pass rate (assembled from labelled segments, {} seeds, {} fps)", c["seeds"], c["fps"]),
+            format!("{} ({}/{}){}", pct(&c["pass_rate"]), c["passed"], c["seeds"], if reasons.is_empty() { String::new() } else { format!("; failed: {}", reasons.join(", ")) }),
+            e["segments"].as_str().unwrap_or("").to_string(),
+        ));
+        table.push(("whole challenge, same segments in the wrong order: pass rate".into(), format!("{} ({}/{})", pct(&c["wrong_order_pass_rate"]), c["wrong_order_passed"], c["seeds"]), e["segments"].as_str().unwrap_or("").to_string()));
         report["footage_events"] = e;
     }
 
@@ -246,7 +254,8 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
     if report.get("active_liveness").is_some() {
         md.push_str(&format!(
             "\nActive-liveness attack clips: every still (the photos in faces/ and every sixth NUAA print) rendered by ffmpeg \
-             held still, shaken (in-plane rotation and sway) and tilted (swung about its vertical axis), {ATTACK_SECONDS} s at {CLIP_FPS} fps; \
+             held still, shaken (in-plane rotation and sway) and tilted (swung about its vertical axis), {ATTACK_SECONDS} s at {CLIP_FPS} fps, \
+             tracked under the widget's session schedule (frames with several faces do not count); \
              'any step' counts clips in which one challenge step (blink, turn) is recognised anywhere, 'full challenge' the share of \
              {SEEDS} random challenges the clip's track passes as the server checks it. The clips are digital re-renderings: a digital \
              photo carries no print or screen artefacts, so the passive APCER on them is what an injected video stream would get, \
@@ -510,6 +519,8 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     let events = labelled_events(events_csv)?;
     let work = src.out.join("footage");
     let mut rates = Vec::new();
+    // each clip's track at CHALLENGE_FPS, for the assembled challenges
+    let mut tracks: Vec<(String, Vec<facegate::challenge::TrackSample>)> = Vec::new();
     for rate in std::iter::once(None).chain(FOOTAGE_FPS.into_iter().map(Some)) {
         let (mut blinks_labelled, mut blinks_found, mut false_blinks, mut false_turns, mut seconds) = (0, 0, 0, 0, 0.0);
         let mut turns = json!({"turn_left": {"labelled": 0, "recognised": 0}, "turn_right": {"labelled": 0, "recognised": 0}});
@@ -525,6 +536,10 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
             args.extend(frames_in(&frames_dir).iter().map(|f| f.display().to_string()));
             let v = facegate(root, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
             let _ = std::fs::remove_dir_all(&frames_dir);
+            if rate == Some(CHALLENGE_FPS) {
+                let track = v["frames"].as_array().into_iter().flatten().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect();
+                tracks.push((file.clone(), track));
+            }
             // greedy matching in time order: each labelled event takes the
             // first recognised event of its kind inside its widened window
             let found: Vec<(String, f64)> = v["blinks"]
@@ -573,11 +588,92 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
         }));
     }
     let _ = std::fs::remove_dir_all(&work);
-    Ok(Some(json!({"labels": labels.display().to_string(), "events": events_csv.display().to_string(), "tolerance_s": EVENT_TOLERANCE_S, "schedule": "session", "rates": rates})))
+    let segments_csv = root.join("xtask/eval/challenge-segments.csv");
+    let challenges = assembled_challenges(&tracks, &labelled_events(&segments_csv)?)?;
+    Ok(Some(json!({
+        "labels": labels.display().to_string(), "events": events_csv.display().to_string(), "tolerance_s": EVENT_TOLERANCE_S, "schedule": "session", "rates": rates,
+        "assembled_challenges": challenges, "segments": segments_csv.display().to_string(),
+    })))
 }
 
-/// For every clip: the CLI's track (head pose and eye openness per frame)
-/// and median passive score; then which steps the track performs and how
+/// Frame rate of the tracks the assembled challenges are cut from.
+const CHALLENGE_FPS: u32 = 15;
+/// How many random challenge seeds are assembled and checked.
+const ASSEMBLED_SEEDS: u32 = 100;
+
+/// The whole challenge as real people perform it: for each of
+/// ASSEMBLED_SEEDS random seeds, the seed's steps in order, each cut from a
+/// segment of the labelled clips in which that step is performed (a segment
+/// picked by the seed; clips differ between steps), with the clips' own
+/// frame timing, verified exactly as the server verifies a result. The
+/// per-clip tracks come from the session schedule (detector every 4th
+/// frame, mesh following) on each clip; a cut between clips starts a new
+/// person, as a real session never does. The same segments in another order
+/// (the first moved to the end) must fail.
+fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>)], segments: &[(String, String, f64, f64)]) -> Result<Value, String> {
+    use facegate::challenge::{steps_for_seed, verify_track, Step, TrackSample};
+    use sha2::{Digest, Sha256};
+    let step_name = |s: Step| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let cut = |clip: &str, start: f64, end: f64| -> Vec<TrackSample> {
+        let range = (start * 1000.0) as u32..=(end * 1000.0) as u32;
+        tracks.iter().find(|t| t.0 == clip).map(|t| t.1.iter().filter(|s| range.contains(&s.t_ms)).copied().collect()).unwrap_or_default()
+    };
+    let frame_ms = 1000 / CHALLENGE_FPS;
+    let assemble = |parts: &[&(String, String, f64, f64)]| -> Vec<TrackSample> {
+        let mut track: Vec<TrackSample> = Vec::new();
+        for (clip, _, start, end) in parts.iter().map(|p| (&p.0, &p.1, p.2, p.3)) {
+            let samples = cut(clip, start, end);
+            let (Some(first), Some(next)) = (samples.first().map(|s| s.t_ms), track.last().map(|s| s.t_ms + frame_ms).or(Some(0))) else { continue };
+            track.extend(samples.iter().map(|s| TrackSample { t_ms: next + (s.t_ms - first), ..*s }));
+        }
+        track
+    };
+    let (mut passed, mut wrong_order_passed) = (0u32, 0u32);
+    let mut failures: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut failed_examples = Vec::new();
+    for i in 0..ASSEMBLED_SEEDS {
+        let digest = Sha256::new().chain_update(b"facegate-eval-assembled").chain_update(i.to_le_bytes()).finalize();
+        let seed = &digest[..16];
+        let steps = steps_for_seed(seed);
+        let parts: Vec<&(String, String, f64, f64)> = steps
+            .iter()
+            .enumerate()
+            .map(|(k, &step)| {
+                let of_step: Vec<_> = segments.iter().filter(|s| s.1 == step_name(step)).collect();
+                if of_step.is_empty() {
+                    return Err(format!("no segment performs {}", step_name(step)));
+                }
+                Ok(of_step[digest[16 + k] as usize % of_step.len()])
+            })
+            .collect::<Result<_, String>>()?;
+        match verify_track(seed, &assemble(&parts)) {
+            Ok(_) => passed += 1,
+            Err(f) => {
+                let key = match &f {
+                    facegate::challenge::ChallengeFailure::StepTimedOut { step, .. } | facegate::challenge::ChallengeFailure::Incomplete { step, .. } => format!("{} ({})", f.code(), step_name(*step)),
+                    _ => f.code().to_string(),
+                };
+                *failures.entry(key).or_default() += 1;
+                if failed_examples.len() < 10 {
+                    failed_examples.push(json!({"steps": steps, "segments": parts.iter().map(|p| format!("{} {}-{} s", p.0, p.2, p.3)).collect::<Vec<_>>(), "failure": f}));
+                }
+            }
+        }
+        // the first step's segment moved to the end: a different order for
+        // every sequence (reversing would leave blink-turn-blink as it is)
+        let mut rotated = parts.clone();
+        rotated.rotate_left(1);
+        wrong_order_passed += verify_track(seed, &assemble(&rotated)).is_ok() as u32;
+    }
+    Ok(json!({
+        "seeds": ASSEMBLED_SEEDS, "fps": CHALLENGE_FPS, "passed": passed, "pass_rate": passed as f64 / ASSEMBLED_SEEDS as f64,
+        "failures": failures, "failed_examples": failed_examples,
+        "wrong_order_passed": wrong_order_passed, "wrong_order_pass_rate": wrong_order_passed as f64 / ASSEMBLED_SEEDS as f64,
+    }))
+}
+
+/// For every clip: the CLI's track (head pose and eye openness per frame,
+/// under the widget's session schedule) and median passive score; then which steps the track performs and how
 /// many of SEEDS random challenges it would pass at the server.
 fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     use facegate::challenge::{verify_track, TrackSample};
@@ -591,7 +687,9 @@ fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> 
     let mut per_clip = Vec::new();
     for (i, c) in clips.iter().enumerate() {
         eprintln!("eval: clip {}/{} {} ({})", i + 1, clips.len(), c.name, c.kind);
-        let mut args: Vec<String> = vec!["track".into(), "--fps".into(), CLIP_FPS.to_string(), "--passive".into()];
+        // the widget's own schedule: detector every 4th frame, the mesh
+        // following in between, frames with several faces not counted
+        let mut args: Vec<String> = vec!["track".into(), "--fps".into(), CLIP_FPS.to_string(), "--passive".into(), "--schedule".into(), "session".into()];
         args.extend(c.frames.iter().map(|f| f.display().to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = facegate(root, &refs)?;
