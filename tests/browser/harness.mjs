@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const faces = path.join(root, '../shared/data/faces');
+export const footage = path.join(root, '../shared/data/footage-dev');
 export const www = path.join(root, 'target/www');
 const serverBin = path.join(root, 'target/release/facegate-server');
 export const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -80,12 +81,14 @@ export async function startServer({ site = www } = {}) {
 
 // Serves ../shared/data/faces on another origin with CORS, as a carrier's
 // asset host would serve an ID picture for ?id=URL.
-export async function startFixtureHost() {
+// Serves the photos of ../shared/data/faces, and files of `extraDir` (made
+// by a test) under the same names, to play the carrier's ID image host.
+export async function startFixtureHost(extraDir = null) {
   const port = await freePort();
   const server = http.createServer(async (req, res) => {
     const name = path.basename(decodeURIComponent(new URL(req.url, 'http://x').pathname));
     try {
-      const body = await readFile(path.join(faces, name));
+      const body = await readFile(path.join(faces, name)).catch((e) => (extraDir ? readFile(path.join(extraDir, name)) : Promise.reject(e)));
       res.writeHead(200, { 'access-control-allow-origin': '*', 'content-type': name.endsWith('.png') ? 'image/png' : 'image/jpeg' });
       res.end(body);
     } catch {

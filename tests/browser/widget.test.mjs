@@ -5,8 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync, writeFileSync, rmSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { startServer, startFixtureHost, y4m, launch, widgetState, recordWidget, privacyViolations, tempDir, faces, www } from './harness.mjs';
+import { startServer, startFixtureHost, y4m, launch, widgetState, recordWidget, privacyViolations, tempDir, faces, www, footage } from './harness.mjs';
 
 // Long enough for a slow CI machine: model load + selfie + up to three
 // 10-second challenge steps + submission.
@@ -17,6 +18,7 @@ let fixtures;
 let dir;
 let clip;
 let still;
+let performer;
 
 before(() => {
   dir = tempDir('browser');
@@ -25,11 +27,34 @@ before(() => {
   clip = y4m(dir, 'clip', { input: path.join(faces, 'short_hamilton_clip.mp4'), start: 4.0, duration: 3.2, width: 640, height: 360 });
   // the ID photo itself held up to the camera: a perfect match, no life
   still = y4m(dir, 'still', { input: path.join(faces, 'lin-manuel-miranda.png'), still: true, width: 640, height: 480 });
+  performer = performerClip(dir);
 });
+
+// One real person performing every challenge step, cut from the labelled
+// segments of footage-dev clip 05 (xtask/eval/challenge-segments.csv):
+// blink, turn left, turn right, blink, turn left, turn right, blink (the
+// user's own sides). Every 2-3 step challenge (no step twice in a row) is a
+// subsequence of that, so the flow must pass whatever seed the server draws,
+// with no test-only setting in the server. The ID photo is a frontal frame
+// of the same clip.
+function performerClip(dir) {
+  const input = path.join(footage, '05_bf_liveportrait_d12.mp4');
+  const blink = [4.75, 5.95];
+  const left = [0.8, 1.9];
+  const right = [2.5, 3.65];
+  const left2 = [6.0, 7.32];
+  const parts = [blink, left, right, blink, left2, right, blink];
+  const trims = parts.map(([a, b], i) => `[0:v]trim=${a}:${b},setpts=PTS-STARTPTS[p${i}]`).join(';');
+  const out = path.join(dir, 'performer.y4m');
+  const filter = `${trims};${parts.map((_, i) => `[p${i}]`).join('')}concat=n=${parts.length}:v=1:a=0,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,fps=15[v]`;
+  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-i', input, '-filter_complex', filter, '-map', '[v]', '-pix_fmt', 'yuv420p', out]);
+  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-ss', '0.3', '-i', input, '-frames:v', '1', path.join(dir, 'performer-id.png')]);
+  return out;
+}
 
 before(async () => {
   server = await startServer();
-  fixtures = await startFixtureHost();
+  fixtures = await startFixtureHost(dir);
 });
 
 after(async () => {
@@ -85,6 +110,24 @@ test('real face footage: detected and tracked through the worker, the server dec
     const logs = server.logs.join('');
     assert.ok(!logs.includes(r.template.bits), 'the template is not in the server log');
     assert.ok(!/"match_score"|"track"/.test(logs), 'scores and tracks are not in the server log');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a real person performing the steps passes the challenge, whatever the seed', { timeout: FLOW_MS + 30000 }, async () => {
+  const { browser, page } = await launch({ video: performer });
+  try {
+    await recordWidget(page);
+    await page.goto(demoUrl(server.origin, 'performer-id.png'));
+    const end = await widgetState(page, ['done', 'error'], FLOW_MS);
+    const seen = await page.evaluate(() => window.__facegate);
+    const r = seen.result?.result?.result;
+    assert.equal(end.state, 'done', JSON.stringify(end));
+    assert.equal(end.result, 'pass', JSON.stringify({ decision: seen.result?.answer, transcript: r?.active_liveness?.transcript, steps: r?.active_liveness?.steps }));
+    // the transcript performs the seed's steps in order
+    assert.deepEqual(r.active_liveness.transcript.map((s) => s.step), r.active_liveness.steps);
+    assert.equal((await sessionRecord(r.session_id)).decision, 'pass');
   } finally {
     await browser.close();
   }
