@@ -211,6 +211,16 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
     if let Some(a) = active {
         report["active_liveness"] = a;
     }
+    if let Some(r) = screen_replays(root, &src)? {
+        for k in r["kinds"].as_array().into_iter().flatten() {
+            table.push((
+                format!("passive APCER, synthetic screen replay: {}", k["kind"].as_str().unwrap_or("")),
+                format!("{} (AUC {:.2} against the same frames as bona fide)", pct(&k["metrics"]["apcer"]), f(&k["metrics"]["auc"])),
+                format!("{} frames of {}", k["metrics"]["attacks"], src.footage.as_ref().map(|f| f.0.display().to_string()).unwrap_or_default()),
+            ));
+        }
+        report["screen_replays"] = r;
+    }
     if let Some(e) = footage_events(root, &src)? {
         let from = src.footage.as_ref().map(|f| f.0.display().to_string()).unwrap_or_default();
         for r in e["rates"].as_array().into_iter().flatten() {
@@ -594,6 +604,54 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
         "labels": labels.display().to_string(), "events": events_csv.display().to_string(), "tolerance_s": EVENT_TOLERANCE_S, "schedule": "session", "rates": rates,
         "assembled_challenges": challenges, "segments": segments_csv.display().to_string(),
     })))
+}
+
+/// Synthetic screen replays, the only kind that can be made honestly here:
+/// one frame a second of every footage-dev clip, re-rendered by ffmpeg as if
+/// shown on a phone held up to the camera. Screen colour (more saturation,
+/// gamma), then either the phone in view (the picture at 60 % size inside a
+/// black bezel, on a wall, tilted 3 degrees) or the screen filling the
+/// camera's view; each with or without moiré and a glare spot. Real replays
+/// add the screen's pixel grid, refresh flicker and reflections that these
+/// do not have. Scored by the passive models against the same frames as
+/// bona fide.
+fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
+    let Some((dir, _)) = &src.footage else { return Ok(None) };
+    let work = src.out.join("replays");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let mut clips: Vec<PathBuf> = frames_in(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "mp4")).collect();
+    clips.sort();
+    for (i, clip) in clips.iter().enumerate() {
+        ffmpeg(&["-i", &clip.to_string_lossy(), "-vf", "fps=1", &work.join(format!("c{i:02}_bona_fide_%02d.jpg")).to_string_lossy()])?;
+    }
+    let bona_fide: Vec<PathBuf> = frames_in(&work);
+    eprintln!("eval: synthetic screen replays of {} frames", bona_fide.len());
+    let screen = "eq=saturation=1.25:gamma=1.08";
+    let moire = "geq=lum='clip(lum(X,Y)*(1+0.09*sin(2.3*X)*sin(2.3*Y))+70*exp(-(pow(X-0.7*W,2)+pow(Y-0.28*H,2))/(2*pow(0.13*W,2))),0,255)':cb='cb(X,Y)':cr='cr(X,Y)'";
+    let in_hand = "pad=iw+24:ih+44:12:22:color=0x0c0c0c,pad=trunc(iw/0.6/2)*2:trunc(ih/0.6/2)*2:(ow-iw)/2:(oh-ih)/2:color=0x6a6258,rotate=0.06:fillcolor=0x6a6258";
+    let kinds = [
+        ("phone in view, moiré and glare", format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{moire},{in_hand}")),
+        ("phone in view", format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{in_hand}")),
+        ("screen fills the view, moiré and glare", format!("{screen},{moire}")),
+        ("screen fills the view", format!("{screen},gblur=sigma=0.8")),
+    ];
+    let mut out = Vec::new();
+    for (k, (kind, filter)) in kinds.iter().enumerate() {
+        let mut labels = String::from("file,label\n");
+        for f in &bona_fide {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            let attack = name.replace("bona_fide", &format!("replay{k}"));
+            ffmpeg(&["-i", &f.to_string_lossy(), "-vf", filter, &work.join(&attack).to_string_lossy()])?;
+            labels.push_str(&format!("{name},bona_fide\n{attack},attack\n"));
+        }
+        let csv = work.join(format!("labels{k}.csv"));
+        std::fs::write(&csv, labels).map_err(|e| e.to_string())?;
+        let v = facegate(root, &["liveness-set", &csv.to_string_lossy(), "--images", &work.to_string_lossy()])?;
+        out.push(json!({"kind": kind, "filter": filter, "metrics": v["metrics"]}));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(Some(json!({"source": dir.display().to_string(), "frames_per_second": 1, "synthetic": true, "kinds": out})))
 }
 
 /// Frame rate of the tracks the assembled challenges are cut from.
