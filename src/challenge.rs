@@ -440,8 +440,9 @@ pub fn verify_track(seed: &[u8], track: &[TrackSample]) -> Result<Vec<StepPassed
 
 /// A synthetic performer at 15 fps: frontal for a third of a second, then
 /// for each step half a second frontal (reading the instruction) and one
-/// second acting it out (a 30-degree turn and back, or a blink). Not evidence of anything: for tests of the verifier and for the
-/// server's load generator, where no camera is involved.
+/// second acting it out (a 30-degree turn and back, or a blink). Not
+/// evidence of anything: for tests of the verifier and for the server's load
+/// generator, where no camera is involved.
 pub fn synthetic_track(steps: &[Step]) -> Vec<TrackSample> {
     let mut track = Vec::new();
     let mut t = 0;

@@ -215,6 +215,15 @@ impl Pipeline {
         Ok((face, score))
     }
 
+    /// Whether the deferred model `name` has arrived (false for any other name).
+    pub fn deferred_ready(&self, name: &str) -> bool {
+        match name {
+            n if n == self.embedder_name => self.embedder.is_some(),
+            DEFAULT_EYE_MODEL => self.eye_model.is_some(),
+            _ => false,
+        }
+    }
+
     /// The eye model, or `ModelNotReady` while it is still on its way.
     pub fn eye_model(&self) -> Result<&EyeModel> {
         self.eye_model.as_ref().ok_or_else(|| FacegateError::ModelNotReady { name: DEFAULT_EYE_MODEL.into() })

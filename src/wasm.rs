@@ -172,11 +172,7 @@ impl FaceGate {
     /// Whether a deferred model has been added.
     #[wasm_bindgen(js_name = deferredReady)]
     pub fn deferred_ready(&self, name: &str) -> bool {
-        match name {
-            n if n == self.pipeline.embedder_name() => self.pipeline.embedder().is_ok(),
-            crate::pipeline::DEFAULT_EYE_MODEL => self.pipeline.eye_model().is_ok(),
-            _ => false,
-        }
+        self.pipeline.deferred_ready(name)
     }
 
     /// sha256 of every model in use, as `[[name, hex], ...]`.

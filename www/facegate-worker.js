@@ -114,8 +114,9 @@ async function load({ base }) {
         throw modelError(e);
       }
     });
-    // a failure is reported to the call that needs the model, not here
-    deferred[name].catch(() => {});
+    // the next download waits for this one either way; a failure is
+    // reported to the call that needs the model, not here (this catch also
+    // keeps it from counting as unhandled)
     previous = deferred[name].catch(() => {});
   }
   return { models: gate.modelHashes(), bytes: loaded, loadMs: Math.round(performance.now() - started) };

@@ -547,8 +547,7 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
             let v = facegate(root, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
             let _ = std::fs::remove_dir_all(&frames_dir);
             if rate == Some(CHALLENGE_FPS) {
-                let track = v["frames"].as_array().into_iter().flatten().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect();
-                tracks.push((file.clone(), track));
+                tracks.push((file.clone(), track_samples(&v)));
             }
             // greedy matching in time order: each labelled event takes the
             // first recognised event of its kind inside its widened window
@@ -620,8 +619,7 @@ fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     let work = src.out.join("replays");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let mut clips: Vec<PathBuf> = frames_in(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "mp4")).collect();
-    clips.sort();
+    let clips: Vec<PathBuf> = frames_in(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "mp4")).collect();
     for (i, clip) in clips.iter().enumerate() {
         ffmpeg(&["-i", &clip.to_string_lossy(), "-vf", "fps=1", &work.join(format!("c{i:02}_bona_fide_%02d.jpg")).to_string_lossy()])?;
     }
@@ -654,6 +652,11 @@ fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     Ok(Some(json!({"source": dir.display().to_string(), "frames_per_second": 1, "synthetic": true, "kinds": out})))
 }
 
+/// The per-frame samples of a `facegate track --json` answer.
+fn track_samples(v: &Value) -> Vec<facegate::challenge::TrackSample> {
+    v["frames"].as_array().into_iter().flatten().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect()
+}
+
 /// Frame rate of the tracks the assembled challenges are cut from.
 const CHALLENGE_FPS: u32 = 15;
 /// How many random challenge seeds are assembled and checked.
@@ -679,9 +682,11 @@ fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>
     let frame_ms = 1000 / CHALLENGE_FPS;
     let assemble = |parts: &[&(String, String, f64, f64)]| -> Vec<TrackSample> {
         let mut track: Vec<TrackSample> = Vec::new();
-        for (clip, _, start, end) in parts.iter().map(|p| (&p.0, &p.1, p.2, p.3)) {
-            let samples = cut(clip, start, end);
-            let (Some(first), Some(next)) = (samples.first().map(|s| s.t_ms), track.last().map(|s| s.t_ms + frame_ms).or(Some(0))) else { continue };
+        for (clip, _, start, end) in parts.iter().copied() {
+            let samples = cut(clip, *start, *end);
+            let Some(first) = samples.first().map(|s| s.t_ms) else { continue };
+            // the next frame after the previous segment, at the clips' rate
+            let next = track.last().map_or(0, |s| s.t_ms + frame_ms);
             track.extend(samples.iter().map(|s| TrackSample { t_ms: next + (s.t_ms - first), ..*s }));
         }
         track
@@ -734,7 +739,7 @@ fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>
 /// under the widget's session schedule) and median passive score; then which steps the track performs and how
 /// many of SEEDS random challenges it would pass at the server.
 fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
-    use facegate::challenge::{verify_track, TrackSample};
+    use facegate::challenge::verify_track;
     let work = src.out.join("clips");
     let _ = std::fs::remove_dir_all(&work);
     let clips = clips(src, &work)?;
@@ -751,7 +756,7 @@ fn active_liveness(root: &Path, src: &Sources) -> Result<Option<Value>, String> 
         args.extend(c.frames.iter().map(|f| f.display().to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let v = facegate(root, &refs)?;
-        let track: Vec<TrackSample> = v["frames"].as_array().into_iter().flatten().filter_map(|s| serde_json::from_value(s.clone()).ok()).collect();
+        let track = track_samples(&v);
         let passes = (0..SEEDS)
             .filter(|s| {
                 let seed = format!("eval-seed-{s}").into_bytes();
