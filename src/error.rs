@@ -20,6 +20,8 @@ pub enum FacegateError {
     UnknownModel { name: String },
     #[error("model '{name}' could not be loaded: {reason}")]
     ModelLoad { name: String, reason: String },
+    #[error("model '{name}' could not be downloaded: {reason}")]
+    ModelDownload { name: String, reason: String },
     #[error("model '{name}' has not arrived yet (it loads in the background)")]
     ModelNotReady { name: String },
     #[error("inference failed in {stage}: {reason}")]
@@ -39,6 +41,7 @@ impl FacegateError {
             FacegateError::ModelIntegrity { .. } => "model_integrity",
             FacegateError::UnknownModel { .. } => "unknown_model",
             FacegateError::ModelLoad { .. } => "model_load",
+            FacegateError::ModelDownload { .. } => "model_download",
             FacegateError::ModelNotReady { .. } => "model_not_ready",
             FacegateError::Inference { .. } => "inference",
             FacegateError::InvalidInput(_) => "invalid_input",

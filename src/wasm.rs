@@ -14,6 +14,8 @@ use image::RgbImage;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
+mod model_fetch;
+
 fn js_err(e: FacegateError) -> JsError {
     JsError::new(&format!("{}: {e}", e.code()))
 }
@@ -65,9 +67,13 @@ fn model_source(models: &js_sys::Object) -> impl FnMut(&str) -> crate::Result<Ve
     }
 }
 
-#[wasm_bindgen(js_name = sha256Hex)]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::manifest::sha256_hex(bytes)
+/// Downloads, verifies (sha256 against the compiled-in manifest) and caches
+/// the named models from the model base URL; see `model_fetch`. Resolves to
+/// `{name: Uint8Array}`; `onProgress(loaded, total, fromCache)` follows the
+/// bytes.
+#[wasm_bindgen(js_name = fetchModels)]
+pub async fn fetch_models(base: String, names: Vec<String>, on_progress: Option<js_sys::Function>) -> Result<js_sys::Object, JsError> {
+    model_fetch::fetch_models(&base, &names, on_progress.as_ref()).await.map_err(js_err)
 }
 
 #[derive(Serialize)]
