@@ -73,7 +73,7 @@ canvas.idface { width: 160px; height: 160px; border-radius: 8px; border: 1px sol
 [hidden] { display: none !important; }
 `;
 
-class FaceVerify extends HTMLElement {
+export class FaceVerifyElement extends HTMLElement {
   static observedAttributes = ['lang'];
 
   constructor() {
@@ -121,8 +121,69 @@ class FaceVerify extends HTMLElement {
     return translate(this.lang_, key, params);
   }
 
+  // Properties mirror the attributes, so frameworks that set properties on
+  // custom elements (React 19, Vue) and those that set attributes behave
+  // the same. `state`, `result`, `reason` and `error` are the widget's own
+  // outputs: read-only.
+  get session() {
+    return this.getAttribute('session');
+  }
+
+  set session(value) {
+    this.reflect('session', value);
+  }
+
+  get server() {
+    return (this.getAttribute('server') || location.origin).replace(/\/$/, '');
+  }
+
+  set server(value) {
+    this.reflect('server', value);
+  }
+
+  get models() {
+    return this.getAttribute('models');
+  }
+
+  set models(value) {
+    this.reflect('models', value);
+  }
+
+  get idSrc() {
+    return this.getAttribute('id-src');
+  }
+
+  set idSrc(value) {
+    this.reflect('id-src', value);
+  }
+
+  get autostart() {
+    return this.hasAttribute('autostart');
+  }
+
+  set autostart(on) {
+    this.toggleAttribute('autostart', !!on);
+  }
+
+  reflect(name, value) {
+    if (value === null || value === undefined) this.removeAttribute(name);
+    else this.setAttribute(name, String(value));
+  }
+
   get state() {
     return this.getAttribute('state');
+  }
+
+  get result() {
+    return this.getAttribute('result');
+  }
+
+  get reason() {
+    return this.getAttribute('reason');
+  }
+
+  get error() {
+    return this.getAttribute('error');
   }
 
   setState(state) {
@@ -179,10 +240,6 @@ class FaceVerify extends HTMLElement {
     else pending.reject(Object.assign(new Error(m.message), { code: m.code }));
   }
 
-  get server() {
-    return (this.getAttribute('server') || location.origin).replace(/\/$/, '');
-  }
-
   async api(path, body) {
     let response;
     try {
@@ -210,7 +267,12 @@ class FaceVerify extends HTMLElement {
     this.worker = new Worker(new URL('./facegate-worker.js', import.meta.url), { type: 'module' });
     this.worker.onmessage = (e) => this.onWorkerMessage(e);
     this.worker.onerror = (e) => this.fail('internal', e.message);
-    const base = this.getAttribute('models') || new URL('./models/', import.meta.url).href;
+    // `models` may be relative ("/facegate-models/"): to the page, as any
+    // URL in an attribute, not to the worker that fetches the files. The
+    // default is the models/ folder beside this file, as the carrier server
+    // serves it (left for run time: a bundler has nothing to resolve there;
+    // a bundled site copies the models elsewhere and sets `models`).
+    const base = this.models ? new URL(this.models, document.baseURI).href : new URL(/* @vite-ignore */ './models/', import.meta.url).href;
     this.loadInfo = await this.call('load', { base });
     await this.captureId();
   }
@@ -227,7 +289,7 @@ class FaceVerify extends HTMLElement {
   // Stage 1: the ID document, uploaded or photographed, or given by URL.
   async captureId() {
     this.setState('id-capture');
-    const given = this.getAttribute('id-src');
+    const given = this.idSrc;
     if (given) return this.useIdBytes(await this.fetchIdImage(given), true);
     this.say(this.t('id_instructions'));
     const b = this.body(`<h3>${this.t('id_title')}</h3>
@@ -297,7 +359,7 @@ class FaceVerify extends HTMLElement {
       canvas.getContext('2d').clearRect(0, 0, 160, 160);
       this.selfie();
     };
-    if (automatic || this.hasAttribute('autostart')) return proceed();
+    if (automatic || this.autostart) return proceed();
     const actions = b.querySelector('#actions');
     actions.append(this.button(this.t('id_use'), 'primary', proceed), this.button(this.t('id_retake'), 'secondary', () => this.captureId()));
   }
@@ -346,7 +408,7 @@ class FaceVerify extends HTMLElement {
   // session accepts one device key, so the link works on one device only.
   async noCamera() {
     const url = new URL(location.href);
-    url.searchParams.set('session', this.getAttribute('session') || '');
+    url.searchParams.set('session', this.session || '');
     url.searchParams.delete('autostart');
     const svg = await this.call('qr', { text: url.href }).catch(() => '');
     this.fail('no_camera');
@@ -453,7 +515,7 @@ class FaceVerify extends HTMLElement {
 
   async challenge() {
     this.stopLoop();
-    const session = this.getAttribute('session');
+    const session = this.session;
     if (!session) throw Object.assign(new Error('no session attribute'), { code: 'session' });
     // the device key is made now and registered once: the server reveals the
     // nonce and the challenge seed only to that key
@@ -503,7 +565,7 @@ class FaceVerify extends HTMLElement {
   }
 
   askEscrowConsent() {
-    if (this.hasAttribute('autostart')) return Promise.resolve(false);
+    if (this.autostart) return Promise.resolve(false);
     return new Promise((resolve) => {
       const box = document.createElement('div');
       box.setAttribute('role', 'group');
@@ -533,7 +595,7 @@ class FaceVerify extends HTMLElement {
       return this.fail('face_lost', e.message);
     }
     this.stopCamera();
-    const session = this.getAttribute('session');
+    const session = this.session;
     const answer = await this.api(`/v1/sessions/${encodeURIComponent(session)}/result`, wire);
     await this.call('clear');
     this.teardownMedia();
@@ -589,4 +651,4 @@ class FaceVerify extends HTMLElement {
   }
 }
 
-if (!customElements.get('face-verify')) customElements.define('face-verify', FaceVerify);
+if (!customElements.get('face-verify')) customElements.define('face-verify', FaceVerifyElement);

@@ -168,6 +168,46 @@ test('camera permission denied: the widget says so and offers a retry', { timeou
   }
 });
 
+test('a second visit loads the models from the Cache API, and a corrupted cached model is downloaded again', { timeout: 240000 }, async () => {
+  const modelFiles = readdirSync(path.join(www, 'models')).filter((f) => f.endsWith('.onnx'));
+  const { browser, page, requests } = await launch({ camera: 'deny' });
+  const modelRequests = () => requests.filter((r) => /\/models\/[^/]+\.onnx$/.test(r.url)).map((r) => path.basename(r.url));
+  const visit = async () => {
+    requests.length = 0;
+    await page.goto(`${server.origin}/`);
+    await page.locator('button[type=submit]').click();
+    const end = await widgetState(page, ['id-capture', 'error'], 90000);
+    assert.equal(end.state, 'id-capture', `${end.error}: ${end.status}`);
+  };
+  const cached = () => page.evaluate(async () => (await (await caches.open('facegate-models-v1')).keys()).map((r) => r.url));
+  try {
+    await visit();
+    // the deferred models (embedder, eye model) finish in the background
+    for (let tries = 0; (await cached()).length < modelFiles.length; tries++) {
+      assert.ok(tries < 240, `only ${(await cached()).length} of ${modelFiles.length} models cached after 2 minutes`);
+      await page.waitForTimeout(500);
+    }
+    assert.deepEqual(modelRequests().sort(), [...modelFiles].sort());
+    // cached under their sha256, so a new model version is a new entry
+    for (const url of await cached()) assert.match(url, /\/models\/[0-9a-f]{64}\/[^/]+\.onnx$/);
+
+    await visit();
+    await page.waitForTimeout(3000); // time for any background download to start
+    assert.deepEqual(modelRequests(), [], 'nothing downloaded again');
+
+    // a cached copy that no longer matches its sha256 is dropped and fetched afresh
+    await page.evaluate(async () => {
+      const cache = await caches.open('facegate-models-v1');
+      const key = (await cache.keys()).find((r) => r.url.endsWith('/facemesh.onnx'));
+      await cache.put(key, new Response(new Uint8Array([1, 2, 3])));
+    });
+    await visit();
+    assert.deepEqual(modelRequests(), ['facemesh.onnx']);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('no camera at all: hand-off to a phone with a QR code of a link to the same session', { timeout: 90000 }, async () => {
   const { browser, page } = await launch({ camera: 'none' });
   try {

@@ -8,6 +8,8 @@
 //! - `build-wasm [web|nodejs]`: the wasm package (wasm-bindgen, wasm-opt).
 //! - `build-www`: the servable widget + demo page in target/www (wasm,
 //!   models, brotli siblings) and its size report.
+//! - `build-examples`: `npm pack` of target/www, installed into and built
+//!   with each example of examples/ (in target/examples).
 //! - `fetch-models`: download upstream model files missing from ../shared.
 //! - `setup`: only the installation part of `test`.
 
@@ -176,14 +178,14 @@ fn optimise_wasm(bg: &Path) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    step("test", 1, 6, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
+    step("test", 1, 7, "install what is missing (wasm target, wasm-bindgen, apt packages, models)", setup)?;
     // Two cargo runs, so that each package gets the feature set it is
     // shipped with: the core crate with its models (the one native build of
     // tract), then the server and xtask on the protocol alone, which is the
     // very server binary the demo and the browser tests run.
-    step("test", 2, 6, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
+    step("test", 2, 7, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
     // the server's suites run against SQLite and a real PostgreSQL
-    step("test", 3, 6, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
+    step("test", 3, 7, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
         let pg = Postgres::start()?;
         let tests = run(cargo().args(["test", "--release", "-p", "facegate-server", "-p", "xtask"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
         pg.stop();
@@ -192,15 +194,16 @@ fn test() -> Result<(), String> {
     // the wasm32 build of the whole crate, then the real pipeline inside wasm
     // under Node. (Running wasm-opt on a thread beside the native build was
     // measured and is slower on 2 cores: 32 -> about 40 minutes cold.)
-    let wasm = step("test", 4, 6, "wasm build and the pipeline in wasm under Node", || {
+    let wasm = step("test", 4, 7, "wasm build and the pipeline in wasm under Node", || {
         let wasm = cargo_build_wasm()?;
         bindgen(&wasm, "nodejs", &root().join("target/wasm-node"))?;
         run(Command::new("node").current_dir(root()).args(["--test", "tests/wasm/"]))?;
         Ok(wasm)
     })?;
-    step("test", 5, 6, "build the widget (wasm-opt, models, brotli)", || assemble_www(&wasm))?;
+    step("test", 5, 7, "build the widget (wasm-opt, models, brotli)", || assemble_www(&wasm))?;
+    step("test", 6, 7, "the npm package (npm pack) into the HTML, React and Vue examples, each built by its toolchain", build_examples)?;
     // the widget in headless Chromium, served by the real server binary
-    step("test", 6, 6, "the widget and the demo command in headless Chromium", || {
+    step("test", 7, 7, "the widget, the examples and the demo command in headless Chromium", || {
         build_server()?; // already built by step 3: the demo test then only checks it
         let browser_tests = root().join("tests/browser");
         npm_ci(&browser_tests)?;
@@ -341,6 +344,65 @@ fn assemble_www(wasm: &Path) -> Result<(), String> {
         "files": rows.iter().map(|r| serde_json::json!({"file": r.0, "raw": r.1, "gzip": r.2, "brotli": r.3})).collect::<Vec<_>>(),
     });
     std::fs::write(dist.join("sizes.json"), serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())?;
+    // the npm package ships the models: their sources and licences go with them
+    std::fs::write(dist.join("models/NOTICE.md"), models_notice(&manifest)).map_err(|e| e.to_string())
+}
+
+/// Where each model file the widget ships comes from and under which
+/// licence, from the manifest (models/README.md has the full texts' sources).
+fn models_notice(manifest: &facegate::manifest::Manifest) -> String {
+    let mut text = String::from("# Model files in this package\n\nEach file is checked against its sha256 by the widget before use. Sources and licences (from models/manifest.json of the facegate repository; models/README.md there has the details and the conversion scripts):\n");
+    for name in facegate::pipeline::PipelineOptions::default().model_names() {
+        if let Some(m) = manifest.models.iter().find(|m| m.name == name) {
+            text.push_str(&format!("\n## {}\n\n- file: `{}`\n- sha256: `{}`\n- source: {}\n- licence: {}\n", m.file, m.file, m.sha256, m.url.as_deref().unwrap_or(&m.source), m.licence));
+        }
+    }
+    text
+}
+
+/// The frameworks `examples/` shows the widget in (each a folder there).
+const EXAMPLES: [&str; 3] = ["html", "react", "vue"];
+
+/// The widget as its npm package (`npm pack` of target/www, whose
+/// package.json lists what ships), installed from the tarball into a copy
+/// of each example in target/examples/<name> and built there with the
+/// example's own pinned toolchain (`npm ci`, `npm run build`), as a
+/// carrier's web team would. tests/browser/examples.test.mjs loads the
+/// built sites.
+fn build_examples() -> Result<(), String> {
+    let packed = root().join("target/npm");
+    let _ = std::fs::remove_dir_all(&packed);
+    std::fs::create_dir_all(&packed).map_err(|e| e.to_string())?;
+    run(Command::new("npm").args(["pack", "--silent", "--pack-destination"]).arg(&packed).current_dir(www_dist()))?;
+    let tarball = std::fs::read_dir(&packed).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "tgz")).ok_or("npm pack made no tarball")?;
+    for name in EXAMPLES {
+        let dir = root().join("target/examples").join(name);
+        // node_modules is kept between runs (npm_ci reinstalls when the lock file changed)
+        copy_tree(&root().join("examples").join(name), &dir, &["node_modules", "dist"])?;
+        npm_ci(&dir)?;
+        run(Command::new("npm").args(["install", "--no-save", "--no-audit", "--no-fund"]).arg(&tarball).current_dir(&dir))?;
+        let _ = std::fs::remove_dir_all(dir.join("dist"));
+        run(Command::new("npm").args(["run", "build"]).current_dir(&dir))?;
+    }
+    Ok(())
+}
+
+/// Copies the files under `from` into `to`, leaving out top-level entries
+/// named in `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?.flatten() {
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(&name), &[])?;
+        } else {
+            std::fs::copy(&path, to.join(&name)).map_err(|e| format!("copy {}: {e}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -491,12 +553,16 @@ fn bench(reps: usize) -> Result<(), String> {
 }
 
 /// `npm ci` (the exact versions of the committed lock file) unless
-/// node_modules is already there.
+/// node_modules was installed from this very lock file already (a copy of
+/// it is kept in node_modules after each install).
 fn npm_ci(dir: &Path) -> Result<(), String> {
-    if dir.join("node_modules/.package-lock.json").exists() {
+    let lock = std::fs::read(dir.join("package-lock.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let installed_from = dir.join("node_modules/.facegate-installed-lock.json");
+    if std::fs::read(&installed_from).is_ok_and(|l| l == lock) {
         return Ok(());
     }
-    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir))?;
+    std::fs::write(&installed_from, &lock).map_err(|e| e.to_string())
 }
 
 /// A loopback load generator for the carrier server: `concurrency` clients
@@ -646,6 +712,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("fetch-models") => fetch_models(),
         Some("build-www") => build_www(),
+        Some("build-examples") => build_examples(),
         Some("eval") => build_cli().and_then(|_| eval::eval(&args[1..], &root())),
         Some("bench-server") => bench_server(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400), args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8)),
         Some("build-wasm") => {
@@ -653,7 +720,7 @@ fn main() -> ExitCode {
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|build-examples|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,10 @@
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+export default defineConfig({
+  plugins: [react()],
+  // the widget starts a module worker and loads its wasm by URLs relative to
+  // its own files: left un-pre-bundled, Vite emits both beside the bundle
+  optimizeDeps: { exclude: ['facegate-widget'] },
+  worker: { format: 'es' },
+});

@@ -1,0 +1,4 @@
+import { createApp } from 'vue';
+import IdentityCheck from './IdentityCheck.vue';
+
+createApp(IdentityCheck).mount('#app');
