@@ -3,8 +3,9 @@
 //! - `test`: every test (installs what a fresh Debian machine lacks first).
 //! - `demo`: build everything and run the demo.
 //! - `bench`: native per-stage timings.
-//! - `bench-server [N] [CONCURRENCY]`: load benchmark of the carrier server
-//!   (SQLite and PostgreSQL): verifications per second and latency percentiles.
+//! - `bench-server [N] [CONCURRENCY] [--templates T]`: load benchmark of the
+//!   carrier server (SQLite and PostgreSQL, T stored templates pre-loaded):
+//!   verifications per second, latency percentiles, server CPU time.
 //! - `build-wasm [web|nodejs]`: the wasm package (wasm-bindgen, wasm-opt).
 //! - `build-www`: the servable widget + demo page in target/www (wasm,
 //!   models, brotli siblings) and its size report.
@@ -81,8 +82,9 @@ fn setup() -> Result<(), String> {
     // Debian packages the tests drive for real: node (wasm under Node),
     // ffmpeg (real footage into frames and fake-camera y4m).
     // chromium: the widget's end-to-end tests (driven by playwright-core,
-    // which never downloads a browser of its own).
-    let missing: Vec<&str> = [("node", "nodejs"), ("npm", "npm"), ("ffmpeg", "ffmpeg"), ("chromium", "chromium"), ("chromedriver", "chromium-driver")]
+    // which never downloads a browser of its own). sqlite3: bench-server
+    // pre-loads stored templates with it.
+    let missing: Vec<&str> = [("node", "nodejs"), ("npm", "npm"), ("ffmpeg", "ffmpeg"), ("chromium", "chromium"), ("chromedriver", "chromium-driver"), ("sqlite3", "sqlite3")]
         .into_iter()
         .filter(|(program, _)| have(program, "-version").is_none() && have(program, "--version").is_none())
         .map(|(_, package)| package)
@@ -570,15 +572,18 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 /// register a device key → signed result → read the decision record), on
 /// SQLite and on PostgreSQL. The results are real Ed25519-signed results
 /// with synthetic tracks and templates: the server's work is the real one.
-fn bench_server(n: usize, concurrency: usize) -> Result<(), String> {
+fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), String> {
     build_server()?;
+    if templates > 0 {
+        setup()?; // sqlite3 among the rest
+    }
     let pg = Postgres::start()?;
     let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let sqlite = dir.join("bench.db").display().to_string();
     let mut rows = Vec::new();
     for (label, db) in [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())] {
-        let row = load_run(label, db, n, concurrency);
+        let row = load_run(label, db, n, concurrency, templates, &dir);
         match row {
             Ok(r) => rows.push(r),
             Err(e) => {
@@ -589,22 +594,59 @@ fn bench_server(n: usize, concurrency: usize) -> Result<(), String> {
     }
     pg.stop();
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{:<12}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}", "database", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50");
+    println!("{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}", "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms");
     for r in &rows {
-        println!("{:<12}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}", r.0, n, concurrency, r.1, r.2, r.3, r.4, r.5);
+        println!("{:<12}{:>10}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}{:>16.2}", r.0, templates, n, concurrency, r.1, r.2, r.3, r.4, r.5, r.6);
     }
     Ok(())
 }
 
-type LoadRow = (&'static str, f64, f64, f64, f64, f64);
+/// database, verifications/s, p50/p95/p99 ms per verification, p50 ms of
+/// the result submission, the server's CPU ms per verification
+type LoadRow = (&'static str, f64, f64, f64, f64, f64, f64);
 
-fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Result<LoadRow, String> {
+/// The bench server's template keys, fixed so that pre-loaded templates are
+/// sealed the way the server seals its own.
+const BENCH_TRANSFORM_KEY: &str = "62656e6368207472616e73666f726d206b6579206f66207468652062656e6368";
+const BENCH_STORAGE_KEY: &str = "62656e63682073746f72616765206b6579206f66207468652062656e63682021";
+
+/// `count` stored templates written straight into the server's templates
+/// table (after its migrations ran), as the server would have stored them:
+/// sealed with its storage key under its transform key. Their bits are
+/// uniformly random (what templates of random directions are; real faces'
+/// templates are more alike), from a fixed SHA-256 stream, so runs repeat.
+fn preload_templates(db: &str, count: usize, dir: &Path) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let transform_key_id = facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).map_err(|e| e.to_string())?.id().to_string();
+    let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
+    let csv = dir.join("templates.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).map_err(|e| e.to_string())?);
+    for i in 0..count {
+        let bits: Vec<u8> = (0u32..(facegate::template::BITS / 256) as u32).flat_map(|block| Sha256::new().chain_update((i as u64).to_le_bytes()).chain_update(block.to_le_bytes()).finalize()).collect();
+        let device = facegate::template::ProtectedTemplate { scheme: facegate::template::SCHEME.into(), transform_key_id: transform_key_id.clone(), storage_key_id: None, bits: hex::encode(bits) };
+        let sealed = serde_json::to_string(&storage.seal(&device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        writeln!(out, "preload-{i},preload-subscriber-{i},\"{}\",0", sealed.replace('"', "\"\"")).map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    drop(out);
+    if db.starts_with("postgres") {
+        run(Command::new("psql").args(["-q", db, "-c"]).arg(format!("\\copy templates (session_id, subscriber_id, template, created_ms) FROM '{}' WITH (FORMAT csv)", csv.display())))?;
+    } else {
+        run(Command::new("sqlite3").arg(db).arg(format!(".import --csv {} templates", csv.display())))?;
+    }
+    std::fs::remove_file(&csv).map_err(|e| e.to_string())
+}
+
+fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templates: usize, dir: &Path) -> Result<LoadRow, String> {
     use serde_json::{json, Value};
     const KEY: &str = "bench-api-key-0123456789";
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let mut server = Command::new(root().join("target/release/facegate-server"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db, "--rate-limit-per-minute", "100000000"])
         .env("FACEGATE_API_KEY", KEY)
+        .env("FACEGATE_TRANSFORM_KEY", BENCH_TRANSFORM_KEY)
+        .env("FACEGATE_STORAGE_KEY", BENCH_STORAGE_KEY)
         .env("RUST_LOG", "warn")
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -617,6 +659,13 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
         let _ = server.kill();
         return Err("server did not start".into());
     }
+    if templates > 0 {
+        eprintln!("xtask: pre-loading {templates} templates into {label}");
+        if let Err(e) = preload_templates(db, templates, dir) {
+            let _ = server.kill();
+            return Err(e);
+        }
+    }
     let post = |url: &str, key: Option<&str>, body: &str| -> Result<Value, String> {
         let mut r = ureq::post(url).set("content-type", "application/json");
         if let Some(k) = key {
@@ -624,25 +673,55 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
         }
         r.send_string(body).map_err(|e| e.to_string())?.into_json().map_err(|e| e.to_string())
     };
+    // The device side of every verification (its key, its protected
+    // template, the track and transcript of each possible challenge) is made
+    // before the clock starts, so that the figures are the server's. The
+    // carrier's transform key and accepted models come from one untimed
+    // session first.
+    let probe = post(&format!("{base}/v1/sessions"), Some(KEY), &json!({"order_id": format!("{label}-probe"), "subscriber_id": format!("{label}-probe")}).to_string())?;
+    let probe_id = probe["session_id"].as_str().ok_or("no session id")?;
+    let probe_key = facegate::signed::DeviceKey::from_seed([0xff; 32]);
+    let probe_config = post(&format!("{base}/v1/sessions/{probe_id}/device-key"), None, &json!({"public_key": probe_key.public_key_hex()}).to_string())?["session_config"].clone();
+    let transform = facegate::template::TransformKey::from_hex(probe_config["transform_key"].as_str().unwrap_or_default(), 256).map_err(|e| e.to_string())?;
+    let accepted = probe["accepted_models"].as_object().ok_or("no models")?;
+    let models: std::collections::BTreeMap<String, String> = facegate::pipeline::PipelineOptions::default()
+        .model_names()
+        .into_iter()
+        .map(|m| {
+            let sha = accepted[&m].as_str().unwrap_or_default().to_string();
+            (m, sha)
+        })
+        .collect();
+    let devices: Vec<(facegate::signed::DeviceKey, facegate::template::ProtectedTemplate)> = (0..n)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            // a distinct unit vector per verification, so the duplicate check
+            // (1:N over the stored templates) does real work and finds nothing
+            let v: Vec<f32> = (0..256).map(|k| ((k as f32 + 1.0) * (i as f32 * 0.37 + 1.3)).sin()).collect();
+            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+            let embedding = facegate::embed::Embedding(v.into_iter().map(|a| a / norm).collect());
+            Ok((facegate::signed::DeviceKey::from_seed(seed), transform.protect(&embedding).map_err(|e| e.to_string())?))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut performances = std::collections::HashMap::new();
+    for i in 0u32..4096 {
+        let steps = facegate::challenge::steps_for_seed(&i.to_le_bytes());
+        if !performances.contains_key(&steps) {
+            let track = facegate::challenge::synthetic_track(&steps);
+            let transcript = facegate::challenge::verify_track(&i.to_le_bytes(), &track).map_err(|e| format!("{e:?}"))?;
+            performances.insert(steps, (track, transcript));
+        }
+    }
     let verify_one = |i: usize| -> Result<(f64, f64), String> {
         let started = Instant::now();
+        let (key, template) = &devices[i];
         let session = post(&format!("{base}/v1/sessions"), Some(KEY), &json!({"order_id": format!("{label}-order-{i}"), "subscriber_id": format!("{label}-sub-{i}")}).to_string())?;
         let id = session["session_id"].as_str().ok_or("no session id")?.to_string();
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let key = facegate::signed::DeviceKey::from_seed(seed);
         let config = post(&format!("{base}/v1/sessions/{id}/device-key"), None, &json!({"public_key": key.public_key_hex()}).to_string())?["session_config"].clone();
         let challenge_seed = hex::decode(config["challenge_seed"].as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
         let steps = facegate::challenge::steps_for_seed(&challenge_seed);
-        let track = facegate::challenge::synthetic_track(&steps);
-        let transcript = facegate::challenge::verify_track(&challenge_seed, &track).map_err(|e| format!("{e:?}"))?;
-        // a distinct unit vector per verification, so the duplicate check
-        // (1:N over the stored templates) does real work and finds nothing
-        let v: Vec<f32> = (0..256).map(|k| ((k as f32 + 1.0) * (i as f32 * 0.37 + 1.3)).sin()).collect();
-        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        let embedding = facegate::embed::Embedding(v.into_iter().map(|a| a / norm).collect());
-        let transform = facegate::template::TransformKey::from_hex(config["transform_key"].as_str().unwrap_or_default(), 256).map_err(|e| e.to_string())?;
-        let models = session["accepted_models"].as_object().ok_or("no models")?;
+        let (track, transcript) = performances.get(&steps).cloned().ok_or("a challenge outside the prepared ones")?;
         let result = facegate::signed::VerificationResult {
             version: facegate::signed::PROTOCOL_VERSION,
             session_id: id.clone(),
@@ -651,13 +730,15 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
             match_score: 0.93,
             passive_liveness: 0.9,
             active_liveness: facegate::signed::ActiveLiveness { steps, transcript, track },
-            models: facegate::pipeline::PipelineOptions::default().model_names().into_iter().map(|m| { let sha = models[&m].as_str().unwrap_or_default().to_string(); (m, sha) }).collect(),
+            models: models.clone(),
             widget_version: "bench".into(),
-            template: transform.protect(&embedding).map_err(|e| e.to_string())?,
+            template: template.clone(),
             decision: facegate::signed::ClientDecision { pass: true, reason: "ok".into() },
             device_public_key: key.public_key_hex(),
             evidence: None,
         };
+        // signing needs the nonce the server just gave: the one device-side
+        // step left inside the clock (tens of microseconds)
         let wire = key.sign(result).map_err(|e| e.to_string())?.to_json().map_err(|e| e.to_string())?;
         let submit_started = Instant::now();
         let answer = post(&format!("{base}/v1/sessions/{id}/result"), None, &wire)?;
@@ -669,6 +750,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
         Ok((started.elapsed().as_secs_f64() * 1e3, submit_ms))
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let cpu_before = process_cpu_ms(server.id());
     let started = Instant::now();
     let results: Vec<Result<(f64, f64), String>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
@@ -688,6 +770,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
         workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu_ms = cpu_before.zip(process_cpu_ms(server.id())).map(|(a, b)| (b - a) / n as f64).unwrap_or(f64::NAN);
     let _ = server.kill();
     let _ = server.wait();
     let mut ok: Vec<(f64, f64)> = Vec::new();
@@ -700,7 +783,17 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize) -> Resu
     };
     let mut total: Vec<f64> = ok.iter().map(|r| r.0).collect();
     let mut submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
-    Ok((label, n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5)))
+    Ok((label, n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms))
+}
+
+/// CPU time (user + system) a process has used so far, from /proc (Linux).
+fn process_cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after "pid (comm)": state is the first, utime the 12th, stime the 13th
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_second: f64 = have("getconf", "CLK_TCK").and_then(|t| t.trim().parse().ok()).unwrap_or(100.0);
+    Some(ticks * 1000.0 / per_second)
 }
 
 fn main() -> ExitCode {
@@ -714,13 +807,18 @@ fn main() -> ExitCode {
         Some("build-www") => build_www(),
         Some("build-examples") => build_examples(),
         Some("eval") => build_cli().and_then(|_| eval::eval(&args[1..], &root())),
-        Some("bench-server") => bench_server(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400), args.get(2).and_then(|a| a.parse().ok()).unwrap_or(8)),
+        Some("bench-server") => {
+            // positional N and CONCURRENCY, and --templates T
+            let templates = args.iter().position(|a| a == "--templates").and_then(|i| args.get(i + 1)).and_then(|t| t.parse().ok()).unwrap_or(0);
+            let positional: Vec<&String> = args[1..].iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[*i] != "--templates")).map(|(_, a)| a).collect();
+            bench_server(positional.first().and_then(|a| a.parse().ok()).unwrap_or(400), positional.get(1).and_then(|a| a.parse().ok()).unwrap_or(8), templates)
+        }
         Some("build-wasm") => {
             let target = args.get(1).map(String::as_str).unwrap_or("web");
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY]|build-wasm [web|nodejs]|build-www|build-examples|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY] [--templates T]|build-wasm [web|nodejs]|build-www|build-examples|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -728,5 +826,44 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_time_counts_this_process_work() {
+        let before = process_cpu_ms(std::process::id()).expect("/proc/<pid>/stat readable");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while process_cpu_ms(std::process::id()).unwrap() < before + 50.0 && started.elapsed().as_secs() < 20 {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            }
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_ms(std::process::id()).unwrap() >= before + 50.0, "CPU time did not grow with work");
+    }
+
+    #[test]
+    fn preloaded_templates_read_back_sealed_as_the_server_stores_them() {
+        let dir = std::env::temp_dir().join(format!("facegate-preload-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("t.db").display().to_string();
+        // the columns of the server's templates table (server/src/db.rs)
+        run(Command::new("sqlite3").arg(&db).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
+        preload_templates(&db, 3, &dir).unwrap();
+        let out = Command::new("sqlite3").arg(&db).arg("SELECT template FROM templates ORDER BY session_id").output().unwrap();
+        let rows: Vec<facegate::template::ProtectedTemplate> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(rows.len(), 3);
+        let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).unwrap();
+        assert!(rows.iter().all(|t| t.storage_key_id.as_deref() == Some(storage.id())));
+        // each its own random template: itself at distance 0, the others near chance
+        assert!((rows[0].cosine_estimate(&rows[0]).unwrap() - 1.0).abs() < 1e-6);
+        assert!(rows[0].cosine_estimate(&rows[1]).unwrap().abs() < 0.2);
+        assert!(rows[1].cosine_estimate(&rows[2]).unwrap().abs() < 0.2);
     }
 }
