@@ -28,6 +28,9 @@ pub struct Config {
     pub match_threshold: f32,
     /// Calibrated-score threshold of the 1:N duplicate check (protected domain).
     pub duplicate_threshold: f32,
+    /// The embedder's named operating points in the protected domain: a
+    /// duplicate candidate's score band is the strictest one it passes.
+    pub duplicate_points: &'static [facegate::matching::OperatingPoint],
     pub liveness_threshold: f32,
     pub session_ttl_ms: i64,
     pub max_sessions_per_order: i64,
@@ -287,18 +290,25 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     let reason = facegate::session::decision_reason(&challenge, r.passive_liveness, r.match_score, cfg.liveness_threshold, cfg.match_threshold);
     let pass = reason == "ok";
     // duplicate check in the protected domain: one face, several subscribers
-    let mut duplicates = Vec::new();
+    let mut candidates: Vec<(String, f32)> = Vec::new();
     if pass {
         // the 1:N check has its own, stricter operating point: its false
         // accepts add up over every stored template
         let cal = facegate::matching::Calibration { threshold: cfg.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION };
         for (subscriber, stored) in state.db.templates_except(&s.subscriber_id).await? {
             let Ok(stored) = serde_json::from_str::<facegate::template::ProtectedTemplate>(&stored) else { continue };
-            if stored.compare(&template, &cal).map(|m| m.same_person).unwrap_or(false) && !duplicates.contains(&subscriber) {
-                duplicates.push(subscriber);
+            let Ok(m) = stored.compare(&template, &cal) else { continue };
+            if !m.same_person {
+                continue;
+            }
+            // a subscriber with several stored templates is one candidate, at its best score
+            match candidates.iter_mut().find(|c| c.0 == subscriber) {
+                Some(c) => c.1 = c.1.max(m.score),
+                None => candidates.push((subscriber, m.score)),
             }
         }
     }
+    let duplicates = ranked_candidates(candidates, cfg.duplicate_points);
     let template_json = serde_json::to_string(&template).expect("serialisable");
     let decision = if pass { "pass" } else { "fail" };
     let dup_json = serde_json::to_string(&duplicates).expect("serialisable");
@@ -326,9 +336,36 @@ async fn get_session(State(state): State<Shared>, headers: HeaderMap, Path(id): 
     Ok(Json(decision_record(&state, &id).await?).into_response())
 }
 
+/// At most this many duplicate candidates are recorded per verification,
+/// the strongest first.
+pub const MAX_DUPLICATE_CANDIDATES: usize = 10;
+
+/// Duplicate candidates for the decision record: ranked by score, the
+/// strongest first, each with a score band (the strictest named operating
+/// point at which the comparison is still a match, e.g. `far1e-5`) instead
+/// of the score itself, and never anything of the template.
+fn ranked_candidates(mut candidates: Vec<(String, f32)>, points: &[facegate::matching::OperatingPoint]) -> Vec<Value> {
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    candidates.truncate(MAX_DUPLICATE_CANDIDATES);
+    candidates
+        .into_iter()
+        .enumerate()
+        .map(|(i, (subscriber, score))| {
+            let band = points.iter().rev().find(|p| score >= p.score).map_or("below_named_points", |p| p.name);
+            json!({"subscriber_id": subscriber, "rank": i + 1, "score_band": band})
+        })
+        .collect()
+}
+
+/// Records decided before candidates were ranked hold bare subscriber ids.
+fn candidates_from_record(stored: Option<&str>) -> Value {
+    let list: Vec<Value> = stored.and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+    Value::Array(list.into_iter().enumerate().map(|(i, c)| if let Value::String(subscriber) = c { json!({"subscriber_id": subscriber, "rank": i + 1}) } else { c }).collect())
+}
+
 async fn decision_record(state: &AppState, id: &str) -> Result<Value, ApiError> {
     let s = state.db.session(id).await?.ok_or_else(|| refuse(StatusCode::NOT_FOUND, "unknown_session", "no such session"))?;
-    let duplicates: Value = s.duplicates.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(json!([]));
+    let duplicates = candidates_from_record(s.duplicates.as_deref());
     Ok(json!({
         "session_id": s.id,
         "order_id": s.order_id,
@@ -432,4 +469,33 @@ pub fn router(state: Shared, www: Option<&std::path::Path>, demo: bool, cors_ori
         );
     }
     app.layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use facegate::matching::MOBILEFACENET_DUPLICATE_POINTS as POINTS;
+
+    #[test]
+    fn candidates_are_ranked_strongest_first_with_the_strictest_point_they_pass() {
+        let ranked = ranked_candidates(vec![("low".into(), 0.98), ("top".into(), 0.999), ("custom".into(), 0.2)], POINTS);
+        assert_eq!(
+            ranked,
+            vec![
+                json!({"subscriber_id": "top", "rank": 1, "score_band": "far1e-5"}),
+                json!({"subscriber_id": "low", "rank": 2, "score_band": "far1e-4"}),
+                json!({"subscriber_id": "custom", "rank": 3, "score_band": "below_named_points"}),
+            ]
+        );
+        let many: Vec<(String, f32)> = (0..25).map(|i| (format!("s{i}"), 0.99 + i as f32 * 1e-4)).collect();
+        let ranked = ranked_candidates(many, POINTS);
+        assert_eq!(ranked.len(), MAX_DUPLICATE_CANDIDATES);
+        assert_eq!(ranked[0]["subscriber_id"], "s24");
+    }
+
+    #[test]
+    fn records_from_before_the_ranking_still_read() {
+        assert_eq!(candidates_from_record(Some(r#"["alice","bob"]"#)), json!([{"subscriber_id": "alice", "rank": 1}, {"subscriber_id": "bob", "rank": 2}]));
+        assert_eq!(candidates_from_record(None), json!([]));
+    }
 }

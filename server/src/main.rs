@@ -177,6 +177,7 @@ async fn run(args: Args) -> Result<(), String> {
         storage_key,
         match_threshold,
         duplicate_threshold,
+        duplicate_points: embedder.duplicate_points,
         liveness_threshold,
         session_ttl_ms: session_ttl * 1000,
         max_sessions_per_order: args.max_sessions_per_order.or(file.max_sessions_per_order).unwrap_or(5),

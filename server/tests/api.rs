@@ -172,7 +172,18 @@ fn flow_and_duplicates(s: &Server) {
     let g = new_session(s, "order-2", "mallory");
     let (st, ans) = submit(s, &g, &g.key.sign(result(&g, 1, 0.9)).unwrap().to_json().unwrap());
     assert_eq!((st, ans["decision"].clone()), (200, json!("pass")));
-    assert_eq!(record(s, &g)["possible_duplicates"], json!(["alice"]));
+    // ranked, with the strictest operating point the comparison still
+    // passes (the same face: the strictest there is), never a score
+    assert_eq!(record(s, &g)["possible_duplicates"], json!([{"subscriber_id": "alice", "rank": 1, "score_band": "far1e-5"}]));
+    // a third registration of that face has two candidates, each once
+    let t = new_session(s, "order-2b", "trudy");
+    let (st, _) = submit(s, &t, &t.key.sign(result(&t, 1, 0.9)).unwrap().to_json().unwrap());
+    assert_eq!(st, 200);
+    let candidates = record(s, &t)["possible_duplicates"].clone();
+    let mut names: Vec<&str> = candidates.as_array().unwrap().iter().map(|c| c["subscriber_id"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "mallory"]);
+    assert_eq!(candidates.as_array().unwrap().iter().map(|c| c["rank"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
     // a low match fails with a reason, and the browser gets no score
     let h = new_session(s, "order-3", "bob");
     let (st, ans) = submit(s, &h, &h.key.sign(result(&h, 2, 0.3)).unwrap().to_json().unwrap());
@@ -411,6 +422,12 @@ fn openapi_document_matches_the_server() {
     tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some(API_KEY), None);
     tour("GET", "/v1/sessions/{id}", "/v1/sessions/nope", Some(API_KEY), None);
     tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{id}"), Some("wrong-key-wrong-key"), None);
+    // the same face as another subscriber: a record with a duplicate candidate
+    let g = new_session(&s, "o-api-2", "dave");
+    assert_eq!(submit(&s, &g, &g.key.sign(result(&g, 7, 0.95)).unwrap().to_json().unwrap()).0, 200);
+    let gid = g.config["session_id"].as_str().unwrap();
+    let (_, dup) = tour("GET", "/v1/sessions/{id}", &format!("/v1/sessions/{gid}"), Some(API_KEY), None);
+    assert_eq!(dup["possible_duplicates"][0]["subscriber_id"], "carol");
     let evidence = format!("/v1/sessions/{id}/evidence");
     assert_eq!(tour("GET", "/v1/sessions/{id}/evidence", &evidence, Some(API_KEY), None).0, 200);
     tour("GET", "/v1/sessions/{id}/evidence", &evidence, None, None);
