@@ -184,6 +184,17 @@ fn protect_and_lfw_dev_pairs_raw_and_protected() {
     assert!(t.get("embedding").is_none());
     let bad = facegate(&["protect", path(&data("faces/obama.jpg")), "--key", "abc", "--json"]);
     assert_eq!(bad.status.code(), Some(2));
+    // a batch: one template per image, the same as alone; a bad image gets its error and the rest go on
+    let corrupt = std::env::temp_dir().join(format!("facegate-cli-corrupt-{}.jpg", std::process::id()));
+    std::fs::write(&corrupt, b"\xff\xd8\xff not really a jpeg").unwrap();
+    let batch = json_of(&facegate(&["protect", path(&data("faces/obama.jpg")), path(&corrupt), path(&data("faces/biden.jpg")), "--key", &key, "--json"]));
+    std::fs::remove_file(&corrupt).unwrap();
+    let rows = batch["templates"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["template"], v["template"]);
+    assert!(rows[1]["error"].as_str().unwrap().starts_with("image_decode:"), "{}", rows[1]);
+    assert!(rows[1].get("template").is_none());
+    assert_ne!(rows[2]["template"]["bits"], v["template"]["bits"]);
 
     let v = json_of(&facegate(&[
         "pairs",

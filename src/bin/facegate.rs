@@ -159,9 +159,12 @@ enum Cmd {
         json: bool,
     },
     /// The protected template of the largest face (what leaves the device
-    /// instead of an embedding), under a carrier transform key.
+    /// instead of an embedding), under a carrier transform key. Several
+    /// images give `{"templates": [{image, template, face} | {image, error}]}`
+    /// (the models load once).
     Protect {
-        image: PathBuf,
+        #[arg(required = true)]
+        image: Vec<PathBuf>,
         /// Carrier transform key, 64 hex characters.
         #[arg(long)]
         key: String,
@@ -289,11 +292,26 @@ fn run(cli: Cli) -> Result<()> {
             print(bench(&p, frames, *reps)?, *json);
         }
         Cmd::Protect { image, key, json } => {
-            let img = read_image_file(image)?;
             let p = Pipeline::load_native(&opts)?;
-            let (face, e) = p.embed_largest(&img)?;
-            let t = TransformKey::from_hex(key, e.0.len())?.protect(&e)?;
-            print(json!({"template": t, "face": face}), *json);
+            let protect = |path: &PathBuf| -> Result<serde_json::Value> {
+                let (face, e) = p.embed_largest(&read_image_file(path)?)?;
+                let t = TransformKey::from_hex(key, e.0.len())?.protect(&e)?;
+                Ok(json!({"template": t, "face": face}))
+            };
+            if let [one] = image.as_slice() {
+                print(protect(one)?, *json);
+            } else {
+                // a batch goes on past a bad image, which gets its error
+                let rows: Vec<serde_json::Value> = image
+                    .iter()
+                    .map(|path| {
+                        let mut row = protect(path).unwrap_or_else(|e| json!({"error": format!("{}: {e}", e.code())}));
+                        row["image"] = json!(path.display().to_string());
+                        row
+                    })
+                    .collect();
+                print(json!({"templates": rows}), *json);
+            }
         }
     }
     Ok(())

@@ -574,16 +574,19 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 /// with synthetic tracks and templates: the server's work is the real one.
 fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), String> {
     build_server()?;
-    if templates > 0 {
+    let faces = if templates > 0 {
         setup()?; // sqlite3 among the rest
-    }
+        face_templates()?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let pg = Postgres::start()?;
     let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let sqlite = dir.join("bench.db").display().to_string();
     // a database whose run fails (it can, with many stored templates) is
     // reported in its row; the other still runs
-    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())].into_iter().map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, &dir))).collect();
+    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())].into_iter().map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, &faces, &dir))).collect();
     pg.stop();
     let _ = std::fs::remove_dir_all(&dir);
     println!("{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}", "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms");
@@ -608,21 +611,79 @@ type LoadRow = (&'static str, f64, f64, f64, f64, f64, f64);
 const BENCH_TRANSFORM_KEY: &str = "62656e6368207472616e73666f726d206b6579206f66207468652062656e6368";
 const BENCH_STORAGE_KEY: &str = "62656e63682073746f72616765206b6579206f66207468652062656e63682021";
 
+/// Templates like real faces' for pre-loading: the protected templates of
+/// every lfw-dev image under the bench transform key (the release CLI, once;
+/// cached in target/bench), and each bit's frequency of being set over them.
+fn face_templates() -> Result<(Vec<facegate::template::ProtectedTemplate>, Vec<f64>), String> {
+    let cache = root().join("target/bench/lfw-dev-templates.json");
+    let text = match std::fs::read_to_string(&cache) {
+        Ok(t) => t,
+        Err(_) => {
+            build_cli()?;
+            let mut images: Vec<PathBuf> = Vec::new();
+            collect_files(&root().join("../shared/data/lfw-dev/images"), &mut images);
+            images.sort();
+            eprintln!("xtask: protected templates of {} lfw-dev images", images.len());
+            let out = Command::new(root().join("target/release/facegate")).arg("protect").args(&images).args(["--key", BENCH_TRANSFORM_KEY, "--json"]).output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!("facegate protect: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            std::fs::create_dir_all(cache.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::write(&cache, &text).map_err(|e| e.to_string())?;
+            text
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let templates: Vec<facegate::template::ProtectedTemplate> = v["templates"].as_array().into_iter().flatten().filter_map(|row| serde_json::from_value(row["template"].clone()).ok()).collect();
+    if templates.is_empty() {
+        return Err("no lfw-dev image gave a template".into());
+    }
+    let mut ones = vec![0usize; facegate::template::BITS];
+    for t in &templates {
+        let bits = t.bit_bytes().map_err(|e| e.to_string())?;
+        for (i, n) in ones.iter_mut().enumerate() {
+            *n += (bits[i / 8] >> (i % 8) & 1) as usize;
+        }
+    }
+    Ok((templates.clone(), ones.iter().map(|&n| n as f64 / templates.len() as f64).collect()))
+}
+
 /// `count` stored templates written straight into the server's templates
 /// table (after its migrations ran), as the server would have stored them:
-/// sealed with its storage key under its transform key. Their bits are
-/// uniformly random (what templates of random directions are; real faces'
-/// templates are more alike), from a fixed SHA-256 stream, so runs repeat.
-fn preload_templates(db: &str, count: usize, dir: &Path) -> Result<(), String> {
-    use sha2::{Digest, Sha256};
+/// sealed with its storage key under its transform key. The first are the
+/// `real` faces' templates; the rest are synthetic, each bit set with its
+/// frequency among the real ones (`bit_frequency`), independently, from a
+/// fixed pseudo-random stream so that runs repeat. Real faces' templates are
+/// also alike in ways bit frequencies do not capture (identity clusters).
+fn preload_templates(db: &str, count: usize, dir: &Path, real: &[facegate::template::ProtectedTemplate], bit_frequency: &[f64]) -> Result<(), String> {
     use std::io::Write;
     let transform_key_id = facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).map_err(|e| e.to_string())?.id().to_string();
     let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
+    // splitmix64: fast and good enough to draw bits, not for keys
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
     let csv = dir.join("templates.csv");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).map_err(|e| e.to_string())?);
     for i in 0..count {
-        let bits: Vec<u8> = (0u32..(facegate::template::BITS / 256) as u32).flat_map(|block| Sha256::new().chain_update((i as u64).to_le_bytes()).chain_update(block.to_le_bytes()).finalize()).collect();
-        let device = facegate::template::ProtectedTemplate { scheme: facegate::template::SCHEME.into(), transform_key_id: transform_key_id.clone(), storage_key_id: None, bits: hex::encode(bits) };
+        let device = match real.get(i) {
+            Some(t) => facegate::template::ProtectedTemplate { storage_key_id: None, ..t.clone() },
+            None => {
+                let mut bits = vec![0u8; facegate::template::BITS / 8];
+                for (b, p) in bit_frequency.iter().enumerate() {
+                    if uniform() < *p {
+                        bits[b / 8] |= 1 << (b % 8);
+                    }
+                }
+                facegate::template::ProtectedTemplate { scheme: facegate::template::SCHEME.into(), transform_key_id: transform_key_id.clone(), storage_key_id: None, bits: hex::encode(bits) }
+            }
+        };
         let sealed = serde_json::to_string(&storage.seal(&device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         writeln!(out, "preload-{i},preload-subscriber-{i},\"{}\",0", sealed.replace('"', "\"\"")).map_err(|e| e.to_string())?;
     }
@@ -636,7 +697,7 @@ fn preload_templates(db: &str, count: usize, dir: &Path) -> Result<(), String> {
     std::fs::remove_file(&csv).map_err(|e| e.to_string())
 }
 
-fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templates: usize, dir: &Path) -> Result<LoadRow, String> {
+fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templates: usize, faces: &(Vec<facegate::template::ProtectedTemplate>, Vec<f64>), dir: &Path) -> Result<LoadRow, String> {
     use serde_json::{json, Value};
     const KEY: &str = "bench-api-key-0123456789";
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
@@ -659,7 +720,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     }
     if templates > 0 {
         eprintln!("xtask: pre-loading {templates} templates into {label}");
-        if let Err(e) = preload_templates(db, templates, dir) {
+        if let Err(e) = preload_templates(db, templates, dir, &faces.0, &faces.1) {
             let _ = server.kill();
             return Err(e);
         }
@@ -852,10 +913,16 @@ mod tests {
         let db = dir.join("t.db").display().to_string();
         // the columns of the server's templates table (server/src/db.rs)
         run(Command::new("sqlite3").arg(&db).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
-        preload_templates(&db, 3, &dir).unwrap();
+        // one "real" template, then synthetic ones: every bit a coin flip, or always set
+        let real = facegate::template::ProtectedTemplate {
+            scheme: facegate::template::SCHEME.into(),
+            transform_key_id: facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).unwrap().id().to_string(),
+            storage_key_id: None,
+            bits: "a5".repeat(facegate::template::BITS / 8),
+        };
+        preload_templates(&db, 3, &dir, std::slice::from_ref(&real), &vec![0.5; facegate::template::BITS]).unwrap();
         let out = Command::new("sqlite3").arg(&db).arg("SELECT template FROM templates ORDER BY session_id").output().unwrap();
         let rows: Vec<facegate::template::ProtectedTemplate> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(rows.len(), 3);
         let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).unwrap();
         assert!(rows.iter().all(|t| t.storage_key_id.as_deref() == Some(storage.id())));
@@ -863,5 +930,18 @@ mod tests {
         assert!((rows[0].cosine_estimate(&rows[0]).unwrap() - 1.0).abs() < 1e-6);
         assert!(rows[0].cosine_estimate(&rows[1]).unwrap().abs() < 0.2);
         assert!(rows[1].cosine_estimate(&rows[2]).unwrap().abs() < 0.2);
+        // the real one is stored as it was, sealed
+        assert_eq!(rows[0], storage.seal(&real).unwrap());
+
+        // bits drawn with their frequencies: always set gives the same template every time
+        let db2 = dir.join("t2.db").display().to_string();
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("sqlite3").arg(&db2).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
+        preload_templates(&db2, 2, &dir, &[], &vec![1.0; facegate::template::BITS]).unwrap();
+        let out = Command::new("sqlite3").arg(&db2).arg("SELECT template FROM templates").output().unwrap();
+        let same: Vec<facegate::template::ProtectedTemplate> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(same.len(), 2);
+        assert_eq!(same[0], same[1]);
     }
 }
