@@ -35,15 +35,20 @@ before(() => {
 // blink, turn left, turn right, blink, turn left, turn right, blink (the
 // user's own sides). Every 2-3 step challenge (no step twice in a row) is a
 // subsequence of that, so the flow must pass whatever seed the server draws,
-// with no test-only setting in the server. The ID photo is a frontal frame
-// of the same clip.
+// with no test-only setting in the server. Before each turn the person
+// faces the camera for 0.6 s (frames of the same clip with no blink or
+// turn), as a user does while reading the next instruction: the challenge
+// counts a turn only after the head rested frontal for 500 ms, and the
+// segments alone give 0-500 ms of it, which made this test depend on the
+// fake camera's timing. The ID photo is a frontal frame of the same clip.
 function performerClip(dir) {
   const input = path.join(footage, '05_bf_liveportrait_d12.mp4');
   const blink = [4.75, 5.95];
+  const rest = [4.1, 4.7];
   const left = [0.8, 1.9];
   const right = [2.5, 3.65];
   const left2 = [6.0, 7.32];
-  const parts = [blink, left, right, blink, left2, right, blink];
+  const parts = [blink, rest, left, rest, right, blink, rest, left2, rest, right, blink];
   const trims = parts.map(([a, b], i) => `[0:v]trim=${a}:${b},setpts=PTS-STARTPTS[p${i}]`).join(';');
   const out = path.join(dir, 'performer.y4m');
   const filter = `${trims};${parts.map((_, i) => `[p${i}]`).join('')}concat=n=${parts.length}:v=1:a=0,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,fps=15[v]`;
