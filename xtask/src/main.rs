@@ -592,7 +592,7 @@ fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), St
     println!("{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}", "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms");
     for (label, row) in &rows {
         match row {
-            Ok(r) => println!("{:<12}{:>10}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}{:>16.2}", label, templates, n, concurrency, r.1, r.2, r.3, r.4, r.5, r.6),
+            Ok(r) => println!("{:<12}{:>10}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}{:>16.2}", label, templates, n, concurrency, r.0, r.1, r.2, r.3, r.4, r.5),
             Err(e) => println!("{:<12}{:>10}{:>8}{:>8}  failed: {e}", label, templates, n, concurrency),
         }
     }
@@ -602,9 +602,9 @@ fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), St
     }
 }
 
-/// database, verifications/s, p50/p95/p99 ms per verification, p50 ms of
-/// the result submission, the server's CPU ms per verification
-type LoadRow = (&'static str, f64, f64, f64, f64, f64, f64);
+/// verifications/s, p50/p95/p99 ms per verification, p50 ms of the result
+/// submission, the server's CPU ms per verification
+type LoadRow = (f64, f64, f64, f64, f64, f64);
 
 /// The bench server's template keys, fixed so that pre-loaded templates are
 /// sealed the way the server seals its own.
@@ -646,7 +646,8 @@ fn face_templates() -> Result<(Vec<facegate::template::ProtectedTemplate>, Vec<f
             *n += (bits[i / 8] >> (i % 8) & 1) as usize;
         }
     }
-    Ok((templates.clone(), ones.iter().map(|&n| n as f64 / templates.len() as f64).collect()))
+    let frequency = ones.iter().map(|&n| n as f64 / templates.len() as f64).collect();
+    Ok((templates, frequency))
 }
 
 /// `count` stored templates written straight into the server's templates
@@ -765,11 +766,10 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
         .collect::<Result<_, String>>()?;
     let mut performances = std::collections::HashMap::new();
     for i in 0u32..4096 {
-        let steps = facegate::challenge::steps_for_seed(&i.to_le_bytes());
-        if !performances.contains_key(&steps) {
-            let track = facegate::challenge::synthetic_track(&steps);
+        if let std::collections::hash_map::Entry::Vacant(slot) = performances.entry(facegate::challenge::steps_for_seed(&i.to_le_bytes())) {
+            let track = facegate::challenge::synthetic_track(slot.key());
             let transcript = facegate::challenge::verify_track(&i.to_le_bytes(), &track).map_err(|e| format!("{e:?}"))?;
-            performances.insert(steps, (track, transcript));
+            slot.insert((track, transcript));
         }
     }
     let verify_one = |i: usize| -> Result<(f64, f64), String> {
@@ -842,7 +842,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     };
     let mut total: Vec<f64> = ok.iter().map(|r| r.0).collect();
     let mut submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
-    Ok((label, n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms))
+    Ok((n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms))
 }
 
 /// CPU time (user + system) a process has used so far, from /proc (Linux).
@@ -869,7 +869,7 @@ fn main() -> ExitCode {
         Some("bench-server") => {
             // positional N and CONCURRENCY, and --templates T
             let templates = args.iter().position(|a| a == "--templates").and_then(|i| args.get(i + 1)).and_then(|t| t.parse().ok()).unwrap_or(0);
-            let positional: Vec<&String> = args[1..].iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[*i] != "--templates")).map(|(_, a)| a).collect();
+            let positional: Vec<&String> = args[1..].iter().enumerate().filter(|(i, a)| !a.starts_with("--") && args[*i] != "--templates").map(|(_, a)| a).collect();
             bench_server(positional.first().and_then(|a| a.parse().ok()).unwrap_or(400), positional.get(1).and_then(|a| a.parse().ok()).unwrap_or(8), templates)
         }
         Some("build-wasm") => {
@@ -906,23 +906,31 @@ mod tests {
         assert!(process_cpu_ms(std::process::id()).unwrap() >= before + 50.0, "CPU time did not grow with work");
     }
 
+    /// `preload_templates` into a fresh SQLite file with the server's
+    /// templates columns (server/src/db.rs), read back in insertion order.
+    fn preloaded(dir: &Path, name: &str, count: usize, real: &[facegate::template::ProtectedTemplate], bit_frequency: &[f64]) -> Vec<facegate::template::ProtectedTemplate> {
+        let db = dir.join(name).display().to_string();
+        run(Command::new("sqlite3").arg(&db).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
+        preload_templates(&db, count, dir, real, bit_frequency).unwrap();
+        let out = Command::new("sqlite3").arg(&db).arg("SELECT template FROM templates ORDER BY rowid").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
     #[test]
     fn preloaded_templates_read_back_sealed_as_the_server_stores_them() {
         let dir = std::env::temp_dir().join(format!("facegate-preload-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("t.db").display().to_string();
-        // the columns of the server's templates table (server/src/db.rs)
-        run(Command::new("sqlite3").arg(&db).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
-        // one "real" template, then synthetic ones: every bit a coin flip, or always set
+        // one "real" template, then synthetic ones: every bit a coin flip
         let real = facegate::template::ProtectedTemplate {
             scheme: facegate::template::SCHEME.into(),
             transform_key_id: facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).unwrap().id().to_string(),
             storage_key_id: None,
             bits: "a5".repeat(facegate::template::BITS / 8),
         };
-        preload_templates(&db, 3, &dir, std::slice::from_ref(&real), &vec![0.5; facegate::template::BITS]).unwrap();
-        let out = Command::new("sqlite3").arg(&db).arg("SELECT template FROM templates ORDER BY session_id").output().unwrap();
-        let rows: Vec<facegate::template::ProtectedTemplate> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let rows = preloaded(&dir, "t.db", 3, std::slice::from_ref(&real), &vec![0.5; facegate::template::BITS]);
+        // bits drawn with their frequencies: always set gives the same template every time
+        let same = preloaded(&dir, "t2.db", 2, &[], &vec![1.0; facegate::template::BITS]);
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(rows.len(), 3);
         let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).unwrap();
         assert!(rows.iter().all(|t| t.storage_key_id.as_deref() == Some(storage.id())));
@@ -932,15 +940,6 @@ mod tests {
         assert!(rows[1].cosine_estimate(&rows[2]).unwrap().abs() < 0.2);
         // the real one is stored as it was, sealed
         assert_eq!(rows[0], storage.seal(&real).unwrap());
-
-        // bits drawn with their frequencies: always set gives the same template every time
-        let db2 = dir.join("t2.db").display().to_string();
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("sqlite3").arg(&db2).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
-        preload_templates(&db2, 2, &dir, &[], &vec![1.0; facegate::template::BITS]).unwrap();
-        let out = Command::new("sqlite3").arg(&db2).arg("SELECT template FROM templates").output().unwrap();
-        let same: Vec<facegate::template::ProtectedTemplate> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(same.len(), 2);
         assert_eq!(same[0], same[1]);
     }
