@@ -4,9 +4,9 @@
 //! wasm-bindgen bindings live in `wasm`.
 //!
 //! Without the default `inference` feature the crate is the protocol alone
-//! (challenge replay, signed results, templates, escrow, matching and the
-//! model manifest): what the carrier server and the project's tasks need,
-//! without compiling the ONNX runtime. The items that run a model say so
+//! (challenge replay, signed results, templates and their 1:N search,
+//! escrow, matching and the model manifest): what the carrier server and
+//! the project's tasks need, without compiling the ONNX runtime. The items that run a model say so
 //! with `#[cfg(feature = "inference")]`.
 
 // Without `inference` the helpers only the models use (pixel layouts,
@@ -32,6 +32,7 @@ mod prelu;
 pub mod quality;
 #[cfg(feature = "inference")]
 pub mod runtime;
+pub mod search;
 pub mod session;
 pub mod signed;
 pub mod template;

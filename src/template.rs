@@ -196,7 +196,7 @@ impl ProtectedTemplate {
 
     /// Cosine estimate from the bits: `cos(π·h)` (random-hyperplane LSH).
     pub fn cosine_estimate(&self, other: &ProtectedTemplate) -> Result<f32> {
-        Ok((std::f32::consts::PI * self.hamming_fraction(other)?).cos())
+        Ok(cosine_of_fraction(self.hamming_fraction(other)?))
     }
 
     /// A 1:1 decision in the protected domain, on the same calibrated scale
@@ -205,6 +205,23 @@ impl ProtectedTemplate {
         let score = cal.score(self.cosine_estimate(other)?);
         Ok(MatchResult { score, threshold: cal.threshold, same_person: score >= cal.threshold })
     }
+}
+
+fn cosine_of_fraction(h: f32) -> f32 {
+    (std::f32::consts::PI * h).cos()
+}
+
+/// The calibrated score of two templates `differing_bits` apart: what
+/// `compare` gives, for code that counts bits itself (the server's 1:N search).
+pub fn score_of_distance(differing_bits: u32, cal: &Calibration) -> f32 {
+    cal.score(cosine_of_fraction(differing_bits as f32 / BITS as f32))
+}
+
+/// The largest number of differing bits that still reaches `cal.threshold`
+/// (None if not even identical templates do): exactly `compare`'s decision
+/// as a distance, because the score falls as the distance grows.
+pub fn max_matching_distance(cal: &Calibration) -> Option<u32> {
+    (0..=BITS as u32).take_while(|&d| score_of_distance(d, cal) >= cal.threshold).last()
 }
 
 /// The server's storage key: a keyed bit permutation and XOR mask.
@@ -319,6 +336,25 @@ mod tests {
         assert_eq!(ra.hamming_fraction(&rb).unwrap(), sa.hamming_fraction(&sb).unwrap());
         assert_eq!(ra, s2.seal(&ta).unwrap());
         assert!(s2.rekey(&sa, &s).is_err(), "wrong old key");
+    }
+
+    #[test]
+    fn the_distance_threshold_is_compares_decision() {
+        let k = TransformKey::new(&[1; 32], 64);
+        let cal = crate::matching::DEFAULT_CALIBRATION;
+        let d = max_matching_distance(&cal).unwrap();
+        assert!(d > 0 && d < BITS as u32 / 2, "{d}");
+        // templates exactly d and d + 1 bits apart: compare agrees with the distance rule
+        let t = k.protect(&random_embedding(5, 64)).unwrap();
+        let flipped = |n: u32| {
+            let mut b = t.bit_bytes().unwrap();
+            (0..n as usize).for_each(|i| b[i / 8] ^= 1 << (i % 8));
+            ProtectedTemplate { bits: hex::encode(b), ..t.clone() }
+        };
+        assert!(t.compare(&flipped(d), &cal).unwrap().same_person);
+        assert!(!t.compare(&flipped(d + 1), &cal).unwrap().same_person);
+        assert_eq!(t.compare(&flipped(d), &cal).unwrap().score, score_of_distance(d, &cal));
+        assert_eq!(max_matching_distance(&Calibration { threshold: 1.0, ..cal }), None);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Config {
 
 pub struct AppState {
     pub db: Db,
+    /// The 1:N duplicate search over every stored template.
+    pub templates: crate::template_search::TemplateSearch,
     pub config: Config,
     /// Requests per client address per minute on the browser-facing routes.
     pub per_address: crate::limits::RateLimiter,
@@ -292,24 +294,25 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     // duplicate check in the protected domain: one face, several subscribers
     let mut candidates: Vec<(String, f32)> = Vec::new();
     if pass {
+        let bits = template.bit_bytes().map_err(|e| bad("invalid_template", e.to_string()))?;
+        let hits = state.templates.duplicates(&state.db, &bits, &s.subscriber_id).await.map_err(|e| {
+            // the session stays open: the client may submit again
+            tracing::error!(error = %e, "duplicate search failed");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "template_store_unavailable", "the template store did not answer; no decision was made")
+        })?;
         // the 1:N check has its own, stricter operating point: its false
         // accepts add up over every stored template
         let cal = facegate::matching::Calibration { threshold: cfg.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION };
-        for (subscriber, stored) in state.db.templates_except(&s.subscriber_id).await? {
-            let Ok(stored) = serde_json::from_str::<facegate::template::ProtectedTemplate>(&stored) else { continue };
-            let Ok(m) = stored.compare(&template, &cal) else { continue };
-            if !m.same_person {
-                continue;
-            }
+        for hit in hits {
+            let score = facegate::template::score_of_distance(hit.distance, &cal);
             // a subscriber with several stored templates is one candidate, at its best score
-            match candidates.iter_mut().find(|c| c.0 == subscriber) {
-                Some(c) => c.1 = c.1.max(m.score),
-                None => candidates.push((subscriber, m.score)),
+            match candidates.iter_mut().find(|c| c.0 == hit.subscriber_id) {
+                Some(c) => c.1 = c.1.max(score),
+                None => candidates.push((hit.subscriber_id, score)),
             }
         }
     }
     let duplicates = ranked_candidates(candidates, cfg.duplicate_points);
-    let template_json = serde_json::to_string(&template).expect("serialisable");
     let decision = if pass { "pass" } else { "fail" };
     let dup_json = serde_json::to_string(&duplicates).expect("serialisable");
     let stored = state
@@ -320,7 +323,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             reason,
             duplicates: &dup_json,
             decided_ms: now_ms(),
-            template: pass.then_some((s.subscriber_id.as_str(), template_json.as_str())),
+            template: pass.then_some((s.subscriber_id.as_str(), &template)),
             evidence: evidence.as_ref().map(|(key_id, sealed)| (*key_id, sealed.as_str())),
         })
         .await?;
@@ -401,7 +404,7 @@ async fn delete_evidence(State(state): State<Shared>, headers: HeaderMap, Path(i
 /// Revocation: delete every protected template of a subscriber.
 async fn revoke(State(state): State<Shared>, headers: HeaderMap, Path(subscriber): Path<String>) -> Result<Response, ApiError> {
     check_api_key(&state, &headers)?;
-    let n = state.db.delete_templates(&subscriber).await?;
+    let n = state.db.delete_templates(&subscriber, now_ms()).await?;
     Ok(Json(json!({"deleted_templates": n})).into_response())
 }
 

@@ -5,8 +5,11 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+use facegate::search::{self, Change};
+
 pub struct Db {
     pool: AnyPool,
+    postgres: bool,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -27,13 +30,29 @@ const MIGRATIONS: &[&str] = &[
         decided_ms BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_order ON sessions (order_id)",
-    "CREATE TABLE IF NOT EXISTS templates (
-        session_id TEXT PRIMARY KEY,
+    // sealed template bits as bytes (BITS / 8), with the key ids they were
+    // made and sealed under; `seq` orders every change of the store (see
+    // `next_template_seq`). A deployment may create this table itself
+    // beforehand, e.g. partitioned across database nodes (README).
+    "CREATE TABLE IF NOT EXISTS face_templates (
+        seq BIGINT NOT NULL PRIMARY KEY,
+        session_id TEXT NOT NULL,
         subscriber_id TEXT NOT NULL,
-        template TEXT NOT NULL,
+        scheme TEXT NOT NULL,
+        transform_key_id TEXT NOT NULL,
+        storage_key_id TEXT NOT NULL,
+        bits BYTEA NOT NULL,
         created_ms BIGINT NOT NULL
     )",
-    "CREATE INDEX IF NOT EXISTS templates_subscriber ON templates (subscriber_id)",
+    "CREATE INDEX IF NOT EXISTS face_templates_subscriber ON face_templates (subscriber_id)",
+    "CREATE TABLE IF NOT EXISTS template_revocations (
+        seq BIGINT NOT NULL PRIMARY KEY,
+        subscriber_id TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS template_revocations_created ON template_revocations (created_ms)",
+    "CREATE TABLE IF NOT EXISTS template_seq (id INTEGER NOT NULL PRIMARY KEY, last BIGINT NOT NULL)",
+    "INSERT INTO template_seq (id, last) SELECT 1, 0 WHERE NOT EXISTS (SELECT 1 FROM template_seq)",
     // opt-in evidence escrow: the sealed envelope as the device made it (the
     // server cannot open it; the carrier's escrow secret key stays offline)
     "CREATE TABLE IF NOT EXISTS evidence (
@@ -89,11 +108,57 @@ pub struct Decision<'a> {
     pub reason: &'a str,
     pub duplicates: &'a str,
     pub decided_ms: i64,
-    /// (subscriber, sealed template JSON) stored on a pass.
-    pub template: Option<(&'a str, &'a str)>,
+    /// (subscriber, sealed template) stored on a pass.
+    pub template: Option<(&'a str, &'a facegate::template::ProtectedTemplate)>,
     /// (recipient key id, sealed evidence JSON) when escrow is on and the
     /// user consented.
     pub evidence: Option<(&'a str, &'a str)>,
+}
+
+/// Rows read per query when loading the whole template store.
+const LOAD_BATCH: i64 = 20_000;
+
+/// The next number of the template store's change sequence, taken inside
+/// the transaction that makes the change. The counter is one row, so the
+/// row lock makes concurrent writers wait for each other's commit: numbers
+/// commit in order, and a reader that saw `last = L` has every change up to
+/// L visible (what lets each server's in-memory search catch up with one
+/// small query). Rolled-back transactions give their number back.
+async fn next_template_seq(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64, sqlx::Error> {
+    sqlx::query("UPDATE template_seq SET last = last + 1 WHERE id = 1 RETURNING last").fetch_one(&mut **tx).await?.try_get("last")
+}
+
+/// Store a sealed template under the next sequence number.
+async fn insert_template(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    session_id: &str,
+    subscriber_id: &str,
+    template: &facegate::template::ProtectedTemplate,
+    created_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let bits = template.bit_bytes().map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
+    let seq = next_template_seq(tx).await?;
+    sqlx::query(
+        "INSERT INTO face_templates (seq, session_id, subscriber_id, scheme, transform_key_id, storage_key_id, bits, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(seq)
+    .bind(session_id)
+    .bind(subscriber_id)
+    .bind(&template.scheme)
+    .bind(&template.transform_key_id)
+    .bind(template.storage_key_id.as_deref().unwrap_or_default())
+    .bind(bits)
+    .bind(created_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn stored_change(row: &AnyRow) -> Result<Option<Change>, sqlx::Error> {
+    let bits: Vec<u8> = row.try_get("bits")?;
+    let Some(bits) = search::pack(&bits) else { return Ok(None) };
+    Ok(Some(Change::Stored { seq: row.try_get("seq")?, subscriber_id: row.try_get("subscriber_id")?, bits: Box::new(bits) }))
 }
 
 impl Db {
@@ -110,7 +175,37 @@ impl Db {
         for m in MIGRATIONS {
             sqlx::query(m).execute(&pool).await?;
         }
-        Ok(Db { pool })
+        let db = Db { postgres: !url.starts_with("sqlite:"), pool };
+        db.migrate_json_templates().await?;
+        Ok(db)
+    }
+
+    /// Databases made before templates were stored as bytes kept them as
+    /// JSON text in `templates`: move them into `face_templates`, in one
+    /// transaction, and drop the old table. A row that does not parse stops
+    /// the migration (and the server) rather than being lost.
+    async fn migrate_json_templates(&self) -> Result<(), sqlx::Error> {
+        let exists = if self.postgres {
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_name = 'templates' AND table_schema = current_schema()"
+        } else {
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'templates'"
+        };
+        if sqlx::query(exists).fetch_one(&self.pool).await?.try_get::<i64, _>("n")? == 0 {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT session_id, subscriber_id, template, created_ms FROM templates ORDER BY created_ms, session_id").fetch_all(&mut *tx).await?;
+        for row in &rows {
+            let session_id: String = row.try_get("session_id")?;
+            let text: String = row.try_get("template")?;
+            let template: facegate::template::ProtectedTemplate =
+                serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(format!("stored template of session {session_id}: {e}").into()))?;
+            insert_template(&mut tx, &session_id, &row.try_get::<String, _>("subscriber_id")?, &template, row.try_get("created_ms")?).await?;
+        }
+        sqlx::query("DROP TABLE templates").execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(templates = rows.len(), "moved stored templates from JSON text to bytes");
+        Ok(())
     }
 
     /// A persistent setting, created with `make` on first use.
@@ -181,13 +276,82 @@ impl Db {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Stored templates of this carrier, except one subscriber's own.
-    pub async fn templates_except(&self, subscriber_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT subscriber_id, template FROM templates WHERE subscriber_id <> $1")
-            .bind(subscriber_id)
+    /// The last committed number of the template store's change sequence.
+    pub async fn template_seq(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT last FROM template_seq WHERE id = 1").fetch_one(&self.pool).await?.try_get("last")
+    }
+
+    /// Changes of the template store numbered in (after, upto], templates
+    /// only those made and sealed under the given keys (others never
+    /// compare), in sequence order.
+    pub async fn template_changes(&self, after: i64, upto: i64, keys: (&str, &str)) -> Result<Vec<Change>, sqlx::Error> {
+        let mut changes = Vec::new();
+        let rows = sqlx::query(
+            "SELECT seq, subscriber_id, bits FROM face_templates
+             WHERE seq > $1 AND seq <= $2 AND transform_key_id = $3 AND storage_key_id = $4 ORDER BY seq",
+        )
+        .bind(after)
+        .bind(upto)
+        .bind(keys.0)
+        .bind(keys.1)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            changes.extend(stored_change(row)?);
+        }
+        let revoked = sqlx::query("SELECT seq, subscriber_id FROM template_revocations WHERE seq > $1 AND seq <= $2")
+            .bind(after)
+            .bind(upto)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("subscriber_id")?, r.try_get("template")?))).collect()
+        for row in &revoked {
+            changes.push(Change::Revoked { seq: row.try_get("seq")?, subscriber_id: row.try_get("subscriber_id")? });
+        }
+        changes.sort_by_key(Change::seq);
+        Ok(changes)
+    }
+
+    /// Every stored template numbered up to `upto` under the given keys, in
+    /// batches (a million templates are ~300 MB of rows), each handed to `take`.
+    pub async fn load_templates(&self, upto: i64, keys: (&str, &str), mut take: impl FnMut(Vec<Change>)) -> Result<(), sqlx::Error> {
+        let mut after = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, subscriber_id, bits FROM face_templates
+                 WHERE seq > $1 AND seq <= $2 AND transform_key_id = $3 AND storage_key_id = $4 ORDER BY seq LIMIT $5",
+            )
+            .bind(after)
+            .bind(upto)
+            .bind(keys.0)
+            .bind(keys.1)
+            .bind(LOAD_BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.try_get("seq")?;
+            let mut batch = Vec::with_capacity(rows.len());
+            for row in &rows {
+                batch.extend(stored_change(row)?);
+            }
+            take(batch);
+        }
+    }
+
+    /// Stored templates made or sealed under other keys than these: they
+    /// take no part in the duplicate check (a re-keying left them behind).
+    pub async fn templates_under_other_keys(&self, keys: (&str, &str)) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM face_templates WHERE transform_key_id <> $1 OR storage_key_id <> $2")
+            .bind(keys.0)
+            .bind(keys.1)
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("n")
+    }
+
+    /// Revocations older than `cutoff_ms` are kept no longer: a server whose
+    /// index is older than that reloads it whole (`api::sync_templates`).
+    pub async fn delete_revocations_before(&self, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query("DELETE FROM template_revocations WHERE created_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }
 
     /// Use the nonce and record the decision atomically; false when the
@@ -210,13 +374,7 @@ impl Db {
             return Ok(false);
         }
         if let Some((subscriber, template)) = d.template {
-            sqlx::query("INSERT INTO templates (session_id, subscriber_id, template, created_ms) VALUES ($1, $2, $3, $4)")
-                .bind(d.session_id)
-                .bind(subscriber)
-                .bind(template)
-                .bind(d.decided_ms)
-                .execute(&mut *tx)
-                .await?;
+            insert_template(&mut tx, d.session_id, subscriber, template, d.decided_ms).await?;
         }
         if let Some((recipient, sealed)) = d.evidence {
             sqlx::query("INSERT INTO evidence (session_id, recipient_key_id, sealed, created_ms) VALUES ($1, $2, $3, $4)")
@@ -251,8 +409,25 @@ impl Db {
         Ok(sqlx::query("DELETE FROM evidence WHERE created_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }
 
-    /// Revocation: delete every template of a subscriber.
-    pub async fn delete_templates(&self, subscriber_id: &str) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query("DELETE FROM templates WHERE subscriber_id = $1").bind(subscriber_id).execute(&self.pool).await?.rows_affected())
+    /// Revocation: delete every template of a subscriber, logged as one
+    /// change so that every server drops them from its search too. The
+    /// sequence number is taken first: a template of the same subscriber
+    /// committing meanwhile is either deleted here or numbered after.
+    pub async fn delete_templates(&self, subscriber_id: &str, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let seq = next_template_seq(&mut tx).await?;
+        let n = sqlx::query("DELETE FROM face_templates WHERE subscriber_id = $1").bind(subscriber_id).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        sqlx::query("INSERT INTO template_revocations (seq, subscriber_id, created_ms) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(subscriber_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 }

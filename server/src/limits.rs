@@ -96,6 +96,16 @@ pub fn spawn_sweeper(state: Shared, period: std::time::Duration) {
                     Err(e) => tracing::error!(error = %e, "evidence sweep failed"),
                 }
             }
+            // an idle server keeps its duplicate search current too, and
+            // revocations older than any live index are forgotten
+            if let Err(e) = state.templates.sync(&state.db).await {
+                tracing::error!(error = %e, "template index sync failed");
+            }
+            match state.db.delete_revocations_before(now - crate::template_search::REVOCATION_LOG_MS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "old template revocations pruned"),
+                Err(e) => tracing::error!(error = %e, "revocation sweep failed"),
+            }
             state.per_address.prune(now);
             state.failed_submissions.prune(now, state.config.session_ttl_ms);
         }

@@ -6,6 +6,7 @@
 mod api;
 mod db;
 mod limits;
+mod template_search;
 
 use clap::Parser;
 use serde::Deserialize;
@@ -188,7 +189,11 @@ async fn run(args: Args) -> Result<(), String> {
         escrow_public_key,
         escrow_retention_ms: args.escrow_retention.or(file.escrow_retention).unwrap_or(30 * 24 * 3600).max(1) * 1000,
     };
-    let state = Arc::new(api::AppState { db, config, per_address: limits::RateLimiter::new(rate_limit), failed_submissions: limits::Counter::default() });
+    let thresholds = facegate::search::Thresholds::for_calibration(&facegate::matching::Calibration { threshold: config.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION });
+    let templates = template_search::TemplateSearch::load(&db, (config.transform_key_id.clone(), config.storage_key.id().to_string()), thresholds)
+        .await
+        .map_err(|e| format!("loading the stored templates from {db_target}: {e}"))?;
+    let state = Arc::new(api::AppState { db, templates, config, per_address: limits::RateLimiter::new(rate_limit), failed_submissions: limits::Counter::default() });
     let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(30).max(1);
     limits::spawn_sweeper(state.clone(), std::time::Duration::from_secs(sweep));
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("bind {addr}: {e}"))?;

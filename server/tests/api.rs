@@ -15,6 +15,8 @@ const API_KEY: &str = "test-api-key-0123456789";
 struct Server {
     child: Child,
     base: String,
+    /// The database it runs on (a SQLite path or a postgres:// URL).
+    db: String,
     _dir: std::path::PathBuf,
 }
 
@@ -51,7 +53,7 @@ fn start_with(db: Option<&str>, tag: &str, extra: &[&str]) -> Server {
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Server { child, base, _dir: dir };
+            return Server { child, base, db, _dir: dir };
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -270,11 +272,75 @@ fn hostile(s: &Server) {
     assert_eq!((st, ans["error"].clone()), (410, json!("session_expired")));
 }
 
+/// Several server processes on one database: a template stored through
+/// one is a duplicate candidate in the other's next search, and a
+/// revocation through one is seen by the other (each keeps its search
+/// index in memory and catches up from the database's change log).
+fn two_servers_share_the_template_store(a: &Server, tag: &str) {
+    let b = start(Some(&a.db), &format!("{tag}-second"));
+    let pass = |s: &Server, order: &str, subscriber: &str| {
+        let f = new_session(s, order, subscriber);
+        let (st, ans) = submit(s, &f, &f.key.sign(result(&f, 7, 0.95)).unwrap().to_json().unwrap());
+        assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
+        record(s, &f)["possible_duplicates"].as_array().unwrap().iter().map(|c| c["subscriber_id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(pass(a, "two-1", "victor"), Vec::<String>::new());
+    assert_eq!(pass(&b, "two-2", "wendy"), ["victor"], "the second server sees the first one's template");
+    let (st, v) = call("DELETE", &format!("{}/v1/subscribers/victor/templates", a.base), Some(API_KEY), None);
+    assert_eq!((st, v["deleted_templates"].clone()), (200, json!(1)));
+    assert_eq!(pass(&b, "two-3", "xena"), ["wendy"], "the revocation through the first server reaches the second");
+    // and a server started now loads the same store
+    let c = start(Some(&a.db), &format!("{tag}-third"));
+    let mut found = pass(&c, "two-4", "yusuf");
+    found.sort();
+    assert_eq!(found, ["wendy", "xena"]);
+}
+
 #[test]
 fn sqlite_flow_duplicates_and_hostile_input() {
     let s = start(None, "sqlite");
     flow_and_duplicates(&s);
     hostile(&s);
+    two_servers_share_the_template_store(&s, "sqlite");
+}
+
+/// Databases from before templates were stored as bytes: the JSON rows of
+/// the old `templates` table move into the new one at start, and still
+/// take part in the duplicate check.
+#[test]
+fn templates_stored_as_json_text_are_migrated() {
+    let s = start(None, "migrate");
+    let f = new_session(&s, "mig-1", "old-alice");
+    let path = s.db.clone();
+    let dir = s._dir.clone();
+    drop(s);
+    let sql = |q: &str| {
+        let out = Command::new("sqlite3").arg(&path).arg(q).output().expect("sqlite3 runs");
+        assert!(out.status.success(), "{q}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // the template old-alice's earlier verification stored, as the old schema kept it
+    let storage = facegate::template::StorageKey::from_hex(&sql("SELECT value FROM settings WHERE name = 'storage_key'")).unwrap();
+    let transform = TransformKey::from_hex(f.config["transform_key"].as_str().unwrap(), 256).unwrap();
+    let sealed = serde_json::to_string(&storage.seal(&transform.protect(&embedding(11)).unwrap()).unwrap()).unwrap();
+    sql("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)");
+    sql(&format!("INSERT INTO templates VALUES ('old-session', 'old-alice', '{sealed}', 1)"));
+    let s = start_with(Some(&path), "migrate-again", &["--session-ttl", "600"]);
+    assert_eq!(sql("SELECT COUNT(*) FROM sqlite_master WHERE name = 'templates'"), "0", "the old table is gone");
+    assert_eq!(sql("SELECT subscriber_id || ' ' || length(bits) FROM face_templates"), "old-alice 256");
+    let g = new_session(&s, "mig-2", "new-bob");
+    let (st, _) = submit(&s, &g, &g.key.sign(result(&g, 11, 0.95)).unwrap().to_json().unwrap());
+    assert_eq!(st, 200);
+    assert_eq!(record(&s, &g)["possible_duplicates"][0]["subscriber_id"], "old-alice");
+    // a row that does not parse stops the server instead of being dropped
+    drop(s);
+    sql("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)");
+    sql("INSERT INTO templates VALUES ('bad-session', 'bad', 'not json', 1)");
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--addr", "127.0.0.1:0", "--db", &path]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad-session"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sql("SELECT COUNT(*) FROM templates"), "1", "nothing was lost");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The same suites on PostgreSQL: `cargo xtask test` starts a throwaway
@@ -287,6 +353,7 @@ fn postgres_flow_duplicates_and_hostile_input() {
     let s = start(Some(&url), "pg");
     flow_and_duplicates(&s);
     hostile(&s);
+    two_servers_share_the_template_store(&s, "pg");
 }
 
 /// Checks `v` against a JSON Schema subset used by openapi.json: $ref,

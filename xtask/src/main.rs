@@ -574,19 +574,21 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 /// with synthetic tracks and templates: the server's work is the real one.
 fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), String> {
     build_server()?;
-    let faces = if templates > 0 {
+    let real = if templates > 0 {
         setup()?; // sqlite3 among the rest
         face_templates()?
     } else {
-        (Vec::new(), Vec::new())
+        Vec::new()
     };
+    let model = if templates > 0 { Some(FaceModel::fit(&real)?) } else { None };
+    let faces = model.as_ref().map(|m| (real.as_slice(), m));
     let pg = Postgres::start()?;
     let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let sqlite = dir.join("bench.db").display().to_string();
     // a database whose run fails (it can, with many stored templates) is
     // reported in its row; the other still runs
-    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())].into_iter().map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, &faces, &dir))).collect();
+    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())].into_iter().map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, faces, &dir))).collect();
     pg.stop();
     let _ = std::fs::remove_dir_all(&dir);
     println!("{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}", "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms");
@@ -611,10 +613,9 @@ type LoadRow = (f64, f64, f64, f64, f64, f64);
 const BENCH_TRANSFORM_KEY: &str = "62656e6368207472616e73666f726d206b6579206f66207468652062656e6368";
 const BENCH_STORAGE_KEY: &str = "62656e63682073746f72616765206b6579206f66207468652062656e63682021";
 
-/// Templates like real faces' for pre-loading: the protected templates of
-/// every lfw-dev image under the bench transform key (the release CLI, once;
-/// cached in target/bench), and each bit's frequency of being set over them.
-fn face_templates() -> Result<(Vec<facegate::template::ProtectedTemplate>, Vec<f64>), String> {
+/// The protected templates of every lfw-dev image under the bench transform
+/// key (the release CLI, once; cached in target/bench).
+fn face_templates() -> Result<Vec<facegate::template::ProtectedTemplate>, String> {
     let cache = root().join("target/bench/lfw-dev-templates.json");
     let text = match std::fs::read_to_string(&cache) {
         Ok(t) => t,
@@ -639,93 +640,179 @@ fn face_templates() -> Result<(Vec<facegate::template::ProtectedTemplate>, Vec<f
     if templates.is_empty() {
         return Err("no lfw-dev image gave a template".into());
     }
-    let mut ones = vec![0usize; facegate::template::BITS];
-    for t in &templates {
-        let bits = t.bit_bytes().map_err(|e| e.to_string())?;
-        for (i, n) in ones.iter_mut().enumerate() {
-            *n += (bits[i / 8] >> (i % 8) & 1) as usize;
-        }
-    }
-    let frequency = ones.iter().map(|&n| n as f64 / templates.len() as f64).collect();
-    Ok((templates, frequency))
+    Ok(templates)
 }
 
-/// `count` stored templates written straight into the server's templates
-/// table (after its migrations ran), as the server would have stored them:
-/// sealed with its storage key under its transform key. The first are the
-/// `real` faces' templates; the rest are synthetic, each bit set with its
-/// frequency among the real ones (`bit_frequency`), independently, from a
-/// fixed pseudo-random stream so that runs repeat. Real faces' templates are
-/// also alike in ways bit frequencies do not capture (identity clusters).
-fn preload_templates(db: &str, count: usize, dir: &Path, real: &[facegate::template::ProtectedTemplate], bit_frequency: &[f64]) -> Result<(), String> {
-    use std::io::Write;
-    let transform_key_id = facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).map_err(|e| e.to_string())?.id().to_string();
-    let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
-    // splitmix64: fast and good enough to draw bits, not for keys
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut uniform = move || {
+/// The default embedder's (mobilefacenet) embedding size.
+const FACE_DIM: usize = 192;
+
+/// splitmix64 as a stream of uniform numbers in [0, 1): fast and repeatable,
+/// good enough to draw synthetic data, not for keys.
+fn uniform_stream(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed;
+    move || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as f64 / u64::MAX as f64
-    };
-    let csv = dir.join("templates.csv");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).map_err(|e| e.to_string())?);
-    for i in 0..count {
-        let device = match real.get(i) {
-            Some(t) => facegate::template::ProtectedTemplate { storage_key_id: None, ..t.clone() },
-            None => {
-                let mut bits = vec![0u8; facegate::template::BITS / 8];
-                for (b, p) in bit_frequency.iter().enumerate() {
-                    if uniform() < *p {
-                        bits[b / 8] |= 1 << (b % 8);
-                    }
+        (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+    }
+}
+
+/// Synthetic faces: embeddings drawn from a Gaussian with the mean and
+/// covariance of real faces' embeddings as their templates reveal them
+/// (back-projected with the bench transform key), normalised and protected
+/// as a device does. Unlike independent bits, this keeps what decides how
+/// much a duplicate search must read: the correlations of 2,048 bits taken
+/// from one 192-d embedding and the spread of distances between different
+/// people. Identity clusters (several photos of one person) are not drawn.
+struct FaceModel {
+    transform: facegate::template::TransformKey,
+    mean: Vec<f64>,
+    /// Lower-triangular Cholesky factor of the covariance, row-major.
+    chol: Vec<f64>,
+}
+
+impl FaceModel {
+    fn fit(real: &[facegate::template::ProtectedTemplate]) -> Result<FaceModel, String> {
+        let transform = facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, FACE_DIM).map_err(|e| e.to_string())?;
+        let xs: Vec<Vec<f64>> = real.iter().map(|t| transform.back_project(t).map(|e| e.0.iter().map(|&v| v as f64).collect())).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let n = xs.len() as f64;
+        let mean: Vec<f64> = (0..FACE_DIM).map(|j| xs.iter().map(|x| x[j]).sum::<f64>() / n).collect();
+        let mut cov = vec![0.0; FACE_DIM * FACE_DIM];
+        for x in &xs {
+            for i in 0..FACE_DIM {
+                for j in 0..=i {
+                    cov[i * FACE_DIM + j] += (x[i] - mean[i]) * (x[j] - mean[j]) / (n - 1.0);
                 }
-                facegate::template::ProtectedTemplate { scheme: facegate::template::SCHEME.into(), transform_key_id: transform_key_id.clone(), storage_key_id: None, bits: hex::encode(bits) }
             }
-        };
-        let sealed = serde_json::to_string(&storage.seal(&device).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        writeln!(out, "preload-{i},preload-subscriber-{i},\"{}\",0", sealed.replace('"', "\"\"")).map_err(|e| e.to_string())?;
+        }
+        // Cholesky–Banachiewicz; a tiny ridge keeps it positive definite
+        let mut chol = vec![0.0; FACE_DIM * FACE_DIM];
+        for i in 0..FACE_DIM {
+            for j in 0..=i {
+                let sum: f64 = (0..j).map(|k| chol[i * FACE_DIM + k] * chol[j * FACE_DIM + k]).sum();
+                chol[i * FACE_DIM + j] = if i == j {
+                    (cov[i * FACE_DIM + i] + 1e-9 - sum).max(1e-12).sqrt()
+                } else {
+                    (cov[i * FACE_DIM + j] - sum) / chol[j * FACE_DIM + j]
+                };
+            }
+        }
+        Ok(FaceModel { transform, mean, chol })
+    }
+
+    /// One synthetic face's device template.
+    fn draw(&self, uniform: &mut impl FnMut() -> f64) -> facegate::template::ProtectedTemplate {
+        let z: Vec<f64> = (0..FACE_DIM).map(|_| (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos()).collect();
+        let x: Vec<f64> = (0..FACE_DIM).map(|i| self.mean[i] + (0..=i).map(|k| self.chol[i * FACE_DIM + k] * z[k]).sum::<f64>()).collect();
+        let norm = x.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+        let e = facegate::embed::Embedding(x.iter().map(|v| (v / norm) as f32).collect());
+        self.transform.protect(&e).expect("the model's dimension is the key's")
+    }
+}
+
+/// `count` stored templates written straight into the server's
+/// `face_templates` table (after its migrations ran), as the server would
+/// have stored them: sealed with its storage key, numbered in its change
+/// sequence. The first are the `real` faces' templates; the rest are drawn
+/// from `model` (on every core, each chunk from its own fixed seed, so
+/// that runs repeat).
+fn preload_templates(db: &str, count: usize, dir: &Path, real: &[facegate::template::ProtectedTemplate], model: &FaceModel) -> Result<(), String> {
+    use std::io::Write;
+    let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
+    let synthetic = count.saturating_sub(real.len());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let chunk = synthetic.div_ceil(threads).max(1);
+    let drawn: Vec<facegate::template::ProtectedTemplate> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..synthetic)
+            .step_by(chunk)
+            .map(|start| {
+                scope.spawn(move || {
+                    let mut uniform = uniform_stream(0x5eed_0000 + start as u64);
+                    (start..(start + chunk).min(synthetic)).map(|_| model.draw(&mut uniform)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("draw")).collect()
+    });
+    let postgres = db.starts_with("postgres");
+    let file = dir.join(if postgres { "templates.csv" } else { "templates.sql" });
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| e.to_string())?);
+    if !postgres {
+        writeln!(out, "BEGIN;").map_err(|e| e.to_string())?;
+    }
+    for (i, device) in real.iter().take(count).chain(&drawn).enumerate() {
+        let device = facegate::template::ProtectedTemplate { storage_key_id: None, ..device.clone() };
+        let sealed = storage.seal(&device).map_err(|e| e.to_string())?;
+        let (seq, key) = (i + 1, sealed.storage_key_id.as_deref().unwrap_or_default());
+        let (scheme, transform) = (&sealed.scheme, &sealed.transform_key_id);
+        if postgres {
+            writeln!(out, "{seq},preload-{i},preload-subscriber-{i},{scheme},{transform},{key},\\x{},0", sealed.bits)
+        } else {
+            writeln!(out, "INSERT INTO face_templates VALUES ({seq},'preload-{i}','preload-subscriber-{i}','{scheme}','{transform}','{key}',X'{}',0);", sealed.bits)
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    let advance = "UPDATE template_seq SET last = (SELECT MAX(seq) FROM face_templates) WHERE id = 1";
+    if !postgres {
+        writeln!(out, "{advance};\nCOMMIT;").map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())?;
     drop(out);
-    if db.starts_with("postgres") {
-        run(Command::new("psql").args(["-q", db, "-c"]).arg(format!("\\copy templates (session_id, subscriber_id, template, created_ms) FROM '{}' WITH (FORMAT csv)", csv.display())))?;
+    if postgres {
+        run(Command::new("psql").args(["-q", db, "-c"]).arg(format!(
+            "\\copy face_templates (seq, session_id, subscriber_id, scheme, transform_key_id, storage_key_id, bits, created_ms) FROM '{}' WITH (FORMAT csv)",
+            file.display()
+        )))?;
+        run(Command::new("psql").args(["-q", db, "-c", advance]))?;
     } else {
-        run(Command::new("sqlite3").arg(db).arg(format!(".import --csv {} templates", csv.display())))?;
+        run(Command::new("sqlite3").arg(db).arg(format!(".read {}", file.display())))?;
     }
-    std::fs::remove_file(&csv).map_err(|e| e.to_string())
+    std::fs::remove_file(&file).map_err(|e| e.to_string())
 }
 
-fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templates: usize, faces: &(Vec<facegate::template::ProtectedTemplate>, Vec<f64>), dir: &Path) -> Result<LoadRow, String> {
-    use serde_json::{json, Value};
-    const KEY: &str = "bench-api-key-0123456789";
+/// The bench's server on `db`, listening; its start-up time (which loads the
+/// duplicate search index) in ms.
+fn start_bench_server(db: &str, key: &str) -> Result<(std::process::Child, u16, f64), String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let started = Instant::now();
     let mut server = Command::new(root().join("target/release/facegate-server"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db, "--rate-limit-per-minute", "100000000"])
-        .env("FACEGATE_API_KEY", KEY)
+        .env("FACEGATE_API_KEY", key)
         .env("FACEGATE_TRANSFORM_KEY", BENCH_TRANSFORM_KEY)
         .env("FACEGATE_STORAGE_KEY", BENCH_STORAGE_KEY)
         .env("RUST_LOG", "warn")
         .spawn()
         .map_err(|e| e.to_string())?;
-    let base = format!("http://127.0.0.1:{port}");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    if !up {
-        let _ = server.kill();
-        return Err("server did not start".into());
-    }
-    if templates > 0 {
-        eprintln!("xtask: pre-loading {templates} templates into {label}");
-        if let Err(e) = preload_templates(db, templates, dir, &faces.0, &faces.1) {
-            let _ = server.kill();
-            return Err(e);
+    // a million stored templates take seconds to load
+    while started.elapsed().as_secs() < 600 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((server, port, started.elapsed().as_secs_f64() * 1e3));
         }
+        if let Ok(Some(status)) = server.try_wait() {
+            return Err(format!("server exited: {status}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let _ = server.kill();
+    Err("server did not start".into())
+}
+
+fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templates: usize, faces: Option<(&[facegate::template::ProtectedTemplate], &FaceModel)>, dir: &Path) -> Result<LoadRow, String> {
+    use serde_json::{json, Value};
+    const KEY: &str = "bench-api-key-0123456789";
+    if let (true, Some((real, model))) = (templates > 0, faces) {
+        // the server makes its tables; the templates go in while it is down
+        let (mut server, _, _) = start_bench_server(db, KEY)?;
+        let _ = server.kill();
+        let _ = server.wait();
+        eprintln!("xtask: pre-loading {templates} templates into {label}");
+        preload_templates(db, templates, dir, real, model)?;
+    }
+    let (mut server, port, startup_ms) = start_bench_server(db, KEY)?;
+    eprintln!("xtask: {label} server up in {startup_ms:.0} ms (loads {templates} stored templates)");
+    let base = format!("http://127.0.0.1:{port}");
     let post = |url: &str, key: Option<&str>, body: &str| -> Result<Value, String> {
         let mut r = ureq::post(url).set("content-type", "application/json");
         if let Some(k) = key {
@@ -752,16 +839,23 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
             (m, sha)
         })
         .collect();
+    let mut uniform = uniform_stream(0xfeed);
     let devices: Vec<(facegate::signed::DeviceKey, facegate::template::ProtectedTemplate)> = (0..n)
         .map(|i| {
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            // a distinct unit vector per verification, so the duplicate check
-            // (1:N over the stored templates) does real work and finds nothing
-            let v: Vec<f32> = (0..256).map(|k| ((k as f32 + 1.0) * (i as f32 * 0.37 + 1.3)).sin()).collect();
-            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-            let embedding = facegate::embed::Embedding(v.into_iter().map(|a| a / norm).collect());
-            Ok((facegate::signed::DeviceKey::from_seed(seed), transform.protect(&embedding).map_err(|e| e.to_string())?))
+            // a new face per verification, so the duplicate check (1:N over
+            // the stored templates) does a real search: drawn like the
+            // stored faces when there are some, else any distinct vector
+            let template = match faces {
+                Some((_, model)) => model.draw(&mut uniform),
+                None => {
+                    let v: Vec<f32> = (0..256).map(|k| ((k as f32 + 1.0) * (i as f32 * 0.37 + 1.3)).sin()).collect();
+                    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                    transform.protect(&facegate::embed::Embedding(v.into_iter().map(|a| a / norm).collect())).map_err(|e| e.to_string())?
+                }
+            };
+            Ok((facegate::signed::DeviceKey::from_seed(seed), template))
         })
         .collect::<Result<_, String>>()?;
     let mut performances = std::collections::HashMap::new();
@@ -907,40 +1001,64 @@ mod tests {
     }
 
     /// `preload_templates` into a fresh SQLite file with the server's
-    /// templates columns (server/src/db.rs), read back in insertion order.
-    fn preloaded(dir: &Path, name: &str, count: usize, real: &[facegate::template::ProtectedTemplate], bit_frequency: &[f64]) -> Vec<facegate::template::ProtectedTemplate> {
+    /// template tables (the DDL of server/src/db.rs, which xtask does not
+    /// link), read back in sequence order with the sequence's last number.
+    fn preloaded(dir: &Path, name: &str, count: usize, real: &[facegate::template::ProtectedTemplate], model: &FaceModel) -> (Vec<facegate::template::ProtectedTemplate>, String) {
         let db = dir.join(name).display().to_string();
-        run(Command::new("sqlite3").arg(&db).arg("CREATE TABLE templates (session_id TEXT PRIMARY KEY, subscriber_id TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")).unwrap();
-        preload_templates(&db, count, dir, real, bit_frequency).unwrap();
-        let out = Command::new("sqlite3").arg(&db).arg("SELECT template FROM templates ORDER BY rowid").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        run(Command::new("sqlite3").arg(&db).arg(
+            "CREATE TABLE face_templates (seq BIGINT NOT NULL PRIMARY KEY, session_id TEXT NOT NULL, subscriber_id TEXT NOT NULL, scheme TEXT NOT NULL,
+             transform_key_id TEXT NOT NULL, storage_key_id TEXT NOT NULL, bits BYTEA NOT NULL, created_ms BIGINT NOT NULL);
+             CREATE TABLE template_seq (id INTEGER NOT NULL PRIMARY KEY, last BIGINT NOT NULL); INSERT INTO template_seq VALUES (1, 0);",
+        ))
+        .unwrap();
+        preload_templates(&db, count, dir, real, model).unwrap();
+        let out = Command::new("sqlite3").arg(&db).arg("SELECT scheme, transform_key_id, storage_key_id, lower(hex(bits)) FROM face_templates ORDER BY seq").output().unwrap();
+        let rows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                facegate::template::ProtectedTemplate { scheme: f[0].into(), transform_key_id: f[1].into(), storage_key_id: Some(f[2].into()), bits: f[3].into() }
+            })
+            .collect();
+        let last = Command::new("sqlite3").arg(&db).arg("SELECT last FROM template_seq").output().unwrap();
+        (rows, String::from_utf8_lossy(&last.stdout).trim().to_string())
+    }
+
+    /// Mean cosine estimate over distinct pairs.
+    fn mean_cosine(ts: &[facegate::template::ProtectedTemplate]) -> f32 {
+        let mut sum = (0.0, 0);
+        for (i, a) in ts.iter().enumerate() {
+            for b in &ts[i + 1..] {
+                sum = (sum.0 + a.cosine_estimate(b).unwrap(), sum.1 + 1);
+            }
+        }
+        sum.0 / sum.1 as f32
     }
 
     #[test]
-    fn preloaded_templates_read_back_sealed_as_the_server_stores_them() {
+    fn preloaded_templates_are_sealed_numbered_and_drawn_like_the_real_ones() {
         let dir = std::env::temp_dir().join(format!("facegate-preload-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // one "real" template, then synthetic ones: every bit a coin flip
-        let real = facegate::template::ProtectedTemplate {
-            scheme: facegate::template::SCHEME.into(),
-            transform_key_id: facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, 1).unwrap().id().to_string(),
-            storage_key_id: None,
-            bits: "a5".repeat(facegate::template::BITS / 8),
-        };
-        let rows = preloaded(&dir, "t.db", 3, std::slice::from_ref(&real), &vec![0.5; facegate::template::BITS]);
-        // bits drawn with their frequencies: always set gives the same template every time
-        let same = preloaded(&dir, "t2.db", 2, &[], &vec![1.0; facegate::template::BITS]);
+        // "real" faces: embeddings around one direction, so that any two are
+        // alike (cosine about 0.27), which independent draws would not be
+        let transform = facegate::template::TransformKey::from_hex(BENCH_TRANSFORM_KEY, FACE_DIM).unwrap();
+        let mut uniform = uniform_stream(1);
+        let real: Vec<_> = (0..300)
+            .map(|_| {
+                let v: Vec<f32> = (0..FACE_DIM).map(|k| if k == 0 { 1.0 } else { 0.12 * (uniform() as f32 - 0.5) * 3.46 }).collect();
+                let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+                transform.protect(&facegate::embed::Embedding(v.into_iter().map(|a| a / n).collect())).unwrap()
+            })
+            .collect();
+        let model = FaceModel::fit(&real).unwrap();
+        let (rows, last) = preloaded(&dir, "t.db", 340, &real[..3], &model);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!((rows.len(), last.as_str()), (340, "340"));
         let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).unwrap();
-        assert!(rows.iter().all(|t| t.storage_key_id.as_deref() == Some(storage.id())));
-        // each its own random template: itself at distance 0, the others near chance
-        assert!((rows[0].cosine_estimate(&rows[0]).unwrap() - 1.0).abs() < 1e-6);
-        assert!(rows[0].cosine_estimate(&rows[1]).unwrap().abs() < 0.2);
-        assert!(rows[1].cosine_estimate(&rows[2]).unwrap().abs() < 0.2);
-        // the real one is stored as it was, sealed
-        assert_eq!(rows[0], storage.seal(&real).unwrap());
-        assert_eq!(same.len(), 2);
-        assert_eq!(same[0], same[1]);
+        assert_eq!(rows[0], storage.seal(&real[0]).unwrap(), "the real ones first, sealed as the server seals");
+        // the synthetic ones are alike as the real ones are, and all distinct
+        let (real_mean, drawn_mean) = (mean_cosine(&real), mean_cosine(&rows[3..]));
+        assert!(real_mean > 0.2 && (real_mean - drawn_mean).abs() < 0.05, "real {real_mean} drawn {drawn_mean}");
+        assert!(rows[3..].iter().all(|t| t.cosine_estimate(&rows[3]).unwrap() < 0.999 || t == &rows[3]));
     }
 }

@@ -1,0 +1,89 @@
+//! Each server process's duplicate search (`facegate::search`) and how it
+//! keeps up with the database, which stays the record: the index is filled
+//! from it at start and brought up to date before every search from the
+//! change log, ordered by a sequence number that commits in order
+//! (`db::next_template_seq`). So several server processes on one database
+//! all see every template, and a template store that cannot answer makes
+//! the verification fail with `template_store_unavailable` instead of
+//! answering "no duplicate" from stale memory.
+
+use crate::db::Db;
+use facegate::search::{pack, Hit, TemplateIndex, Thresholds};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A server whose index was last brought up to date longer ago than this
+/// reloads it whole: revocations are kept in the log for twice as long.
+const RELOAD_AFTER_MS: i64 = 12 * 3600 * 1000;
+/// More changes than this since the last sync are read as a whole reload.
+const RELOAD_AFTER_CHANGES: i64 = 20_000;
+/// How long a revocation stays in the change log.
+pub const REVOCATION_LOG_MS: i64 = 2 * RELOAD_AFTER_MS;
+
+/// The index of one server process and how it keeps up with the database.
+pub struct TemplateSearch {
+    index: Arc<RwLock<TemplateIndex>>,
+    synced_ms: AtomicI64,
+    /// (transform key id, storage key id): only templates made and sealed
+    /// under these compare.
+    keys: (String, String),
+    thresholds: Option<Thresholds>,
+}
+
+impl TemplateSearch {
+    /// Read every stored template; `thresholds` None: nothing is ever a duplicate.
+    pub async fn load(db: &Db, keys: (String, String), thresholds: Option<Thresholds>) -> Result<TemplateSearch, sqlx::Error> {
+        let search = TemplateSearch { index: Arc::default(), synced_ms: AtomicI64::new(0), keys, thresholds };
+        search.reload(db).await?;
+        let other_keys = db.templates_under_other_keys((&search.keys.0, &search.keys.1)).await?;
+        if other_keys > 0 {
+            tracing::warn!(templates = other_keys, "stored templates under other keys take no part in the duplicate check");
+        }
+        Ok(search)
+    }
+
+    async fn reload(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let started = std::time::Instant::now();
+        let upto = db.template_seq().await?;
+        let mut fresh = TemplateIndex::default();
+        db.load_templates(upto, (&self.keys.0, &self.keys.1), |batch| fresh.apply(batch, i64::MIN)).await?;
+        fresh.last_seq = upto;
+        let (n, bytes) = (fresh.len(), fresh.len() * fresh.bytes_per_template());
+        *self.index.write().expect("index lock") = fresh;
+        self.synced_ms.store(crate::api::now_ms(), Ordering::Relaxed);
+        tracing::info!(templates = n, bytes, ms = started.elapsed().as_millis() as u64, "duplicate search index loaded");
+        Ok(())
+    }
+
+    /// Bring the index up to date: one small query when nothing changed.
+    pub async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let now = crate::api::now_ms();
+        if now - self.synced_ms.load(Ordering::Relaxed) > RELOAD_AFTER_MS {
+            return self.reload(db).await;
+        }
+        let after = self.index.read().expect("index lock").last_seq;
+        let upto = db.template_seq().await?;
+        if upto - after > RELOAD_AFTER_CHANGES {
+            // a bulk load meanwhile: read it in batches, not in one answer
+            return self.reload(db).await;
+        }
+        if upto > after {
+            let changes = db.template_changes(after, upto, (&self.keys.0, &self.keys.1)).await?;
+            self.index.write().expect("index lock").apply(changes, upto);
+        }
+        self.synced_ms.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stored templates of other subscribers within the duplicate threshold
+    /// of `probe`, after catching up with the database.
+    pub async fn duplicates(&self, db: &Db, probe: &[u8], except_subscriber: &str) -> Result<Vec<Hit>, sqlx::Error> {
+        let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok(Vec::new()) };
+        self.sync(db).await?;
+        let index = self.index.clone();
+        let except = except_subscriber.to_string();
+        // a scan of a large store takes milliseconds: keep it off the async workers
+        Ok(tokio::task::spawn_blocking(move || index.read().expect("index lock").search(&probe, thresholds, &except)).await.expect("search does not panic"))
+    }
+}
+
