@@ -33,9 +33,12 @@ pub struct OperatingPoint {
 pub const DEFAULT_OPERATING_POINT: &str = "far1e-3";
 /// The 1:N duplicate check's default: FAR 1e-5 per comparison, so that the
 /// expected false duplicates per verification, 1e-5 x N stored templates,
-/// stay at or below 0.1 up to N = 10,000 (a larger store needs a stricter
-/// point: see the README's matching section).
+/// stay at or below 0.1 up to N = 10,000. A larger store names its size
+/// (the server's `duplicate_population`) and gets a stricter point from
+/// `duplicate_point_for`.
 pub const DEFAULT_DUPLICATE_POINT: &str = "far1e-5";
+/// The false duplicates per verification a 1:N point may expect.
+pub const MAX_FALSE_DUPLICATES: f64 = 0.1;
 
 /// mobilefacenet (the default embedder): Platt fit on the 1,200 lfw-dev
 /// pairs (with Platt's smoothed targets, cosine of raw embeddings, no flip);
@@ -59,14 +62,29 @@ pub const MOBILEFACENET_OPERATING_POINTS: &[OperatingPoint] = &[
 
 /// The same in the protected domain (2,048-bit templates under one carrier
 /// key, cosine estimated from the Hamming distance), for the server's 1:N
-/// duplicate check. TAR plain / ID-style: 99.7 / 98.8 %, 97.7 / 95.7 %,
-/// 94.3 / 89.8 %, 86.6 / 80.2 %.
+/// duplicate check, from `facegate calibrate` with the eval key (`cargo
+/// xtask eval`). TAR plain / ID-style: 99.6 / 98.8 %, 97.4 / 95.8 %, 93.8 /
+/// 89.7 %, 87.2 / 80.5 %, 77.9 / 67.0 %, 68.7 / 56.4 %. The strict end is
+/// thin: FAR 1e-5 rests on 12 and 24 impostor pairs, 1e-6 on 1 and 2, and
+/// 1e-7 is the threshold just above every impostor pair of lfw-dev (none of
+/// its 1,250,180 plain and 2,500,360 ID-style pairs reaches it: a measured
+/// FAR of 0, whose 95 % upper bound is 3 / 3.75 million = 8e-7).
 pub const MOBILEFACENET_DUPLICATE_POINTS: &[OperatingPoint] = &[
-    OperatingPoint { name: "far1e-2", far: 1e-2, score: 0.354790 },
+    OperatingPoint { name: "far1e-2", far: 1e-2, score: 0.347054 },
     OperatingPoint { name: "far1e-3", far: 1e-3, score: 0.868425 },
     OperatingPoint { name: "far1e-4", far: 1e-4, score: 0.976139 },
-    OperatingPoint { name: "far1e-5", far: 1e-5, score: 0.995266 },
+    OperatingPoint { name: "far1e-5", far: 1e-5, score: 0.995128 },
+    OperatingPoint { name: "far1e-6", far: 1e-6, score: 0.998620 },
+    OperatingPoint { name: "far1e-7", far: 1e-7, score: 0.999348 },
 ];
+
+/// The 1:N point for a store of `population` templates: the loosest named
+/// point whose expected false duplicates per verification, FAR per
+/// comparison × population, stay at or below `max_false_duplicates` (None
+/// when no point is strict enough). Looser points keep more true duplicates.
+pub fn duplicate_point_for(population: u64, max_false_duplicates: f64, points: &[OperatingPoint]) -> Option<&OperatingPoint> {
+    points.iter().filter(|p| p.far * population as f64 <= max_false_duplicates).min_by(|a, b| a.score.total_cmp(&b.score))
+}
 
 /// mobileface (the previous default): Platt fit on the 1,200 lfw-dev pairs;
 /// the threshold 0.80 (cosine 0.257) is where the dev FAR is 1%.
@@ -126,6 +144,16 @@ mod tests {
         assert_eq!(resolve_threshold("far1e-9", MOBILEFACENET_OPERATING_POINTS), None);
         assert_eq!(resolve_threshold("1.5", MOBILEFACENET_OPERATING_POINTS), None);
         assert!(MOBILEFACENET_DUPLICATE_POINTS.iter().any(|p| p.name == DEFAULT_DUPLICATE_POINT));
+    }
+
+    #[test]
+    fn the_duplicate_point_keeps_far_times_population_within_bounds() {
+        let point = |n| duplicate_point_for(n, MAX_FALSE_DUPLICATES, MOBILEFACENET_DUPLICATE_POINTS).map(|p| p.name);
+        assert_eq!(point(10), Some("far1e-2"));
+        assert_eq!(point(10_000), Some(DEFAULT_DUPLICATE_POINT));
+        assert_eq!(point(10_001), Some("far1e-6"));
+        assert_eq!(point(1_000_000), Some("far1e-7"));
+        assert_eq!(point(1_000_001), None, "no measured point is strict enough");
     }
 
     #[test]

@@ -179,22 +179,63 @@ impl TemplateIndex {
     /// Every stored template of another subscriber within `t.full` bits of
     /// `probe`.
     pub fn search(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> Vec<Hit> {
+        self.search_counting(probe, t, except_subscriber).0
+    }
+
+    /// `search`, and how many templates passed stage one (were read whole).
+    pub fn search_counting(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the popcnt instruction (checked above)
+            return unsafe { self.scan_popcnt(probe, t, except_subscriber) };
+        }
+        self.scan(probe, t, except_subscriber)
+    }
+
+    /// `scan` compiled with the popcnt instruction: the default x86-64
+    /// target does not assume it, and the portable bit count costs several
+    /// times more per word.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn scan_popcnt(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
+        self.scan(probe, t, except_subscriber)
+    }
+
+    #[inline(always)]
+    fn scan(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
         let probe_prefix: [u64; PREFIX_WORDS] = probe[..PREFIX_WORDS].try_into().expect("prefix words");
-        let mut hits = Vec::new();
+        let (mut hits, mut read_whole) = (Vec::new(), 0);
         for (i, prefix) in self.prefixes.iter().enumerate() {
-            if popcount::distance(prefix, &probe_prefix) > t.prefix {
+            if distance(prefix, &probe_prefix) > t.prefix {
                 continue;
             }
-            let d = popcount::distance(&self.full[i], probe);
+            read_whole += 1;
+            let d = distance(&self.full[i], probe);
             if d <= t.full && &*self.subscribers[i] != except_subscriber {
                 hits.push(Hit { subscriber_id: self.subscribers[i].to_string(), distance: d });
             }
         }
-        hits
+        (hits, read_whole)
     }
 
     /// The reference the cascade is measured against: every full template.
     pub fn exhaustive_search(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> Vec<Hit> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the popcnt instruction (checked above)
+            return unsafe { self.scan_all_popcnt(probe, t, except_subscriber) };
+        }
+        self.scan_all(probe, t, except_subscriber)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn scan_all_popcnt(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> Vec<Hit> {
+        self.scan_all(probe, t, except_subscriber)
+    }
+
+    #[inline(always)]
+    fn scan_all(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> Vec<Hit> {
         self.full
             .iter()
             .zip(&self.subscribers)
@@ -210,29 +251,6 @@ impl TemplateIndex {
     pub fn bytes_per_template(&self) -> usize {
         let ids: usize = self.subscribers.iter().map(|s| s.len() + std::mem::size_of::<Box<str>>()).sum();
         std::mem::size_of::<Bits>() + std::mem::size_of::<[u64; PREFIX_WORDS]>() + std::mem::size_of::<i64>() + ids / self.len().max(1)
-    }
-}
-
-/// Bit counting with the CPU's popcnt instruction when it has one: the
-/// default x86-64 target does not assume it, and the portable fallback
-/// costs several times more per word.
-mod popcount {
-    #[inline(always)]
-    pub fn distance<const N: usize>(a: &[u64; N], b: &[u64; N]) -> u32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("popcnt") {
-                // SAFETY: the CPU has the popcnt instruction (checked above)
-                return unsafe { with_popcnt(a, b) };
-            }
-        }
-        super::distance(a, b)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "popcnt")]
-    unsafe fn with_popcnt<const N: usize>(a: &[u64; N], b: &[u64; N]) -> u32 {
-        super::distance(a, b)
     }
 }
 

@@ -481,13 +481,14 @@ mod tests {
 
     #[test]
     fn candidates_are_ranked_strongest_first_with_the_strictest_point_they_pass() {
-        let ranked = ranked_candidates(vec![("low".into(), 0.98), ("top".into(), 0.999), ("custom".into(), 0.2)], POINTS);
+        let ranked = ranked_candidates(vec![("low".into(), 0.98), ("top".into(), 0.9999), ("mid".into(), 0.996), ("custom".into(), 0.2)], POINTS);
         assert_eq!(
             ranked,
             vec![
-                json!({"subscriber_id": "top", "rank": 1, "score_band": "far1e-5"}),
-                json!({"subscriber_id": "low", "rank": 2, "score_band": "far1e-4"}),
-                json!({"subscriber_id": "custom", "rank": 3, "score_band": "below_named_points"}),
+                json!({"subscriber_id": "top", "rank": 1, "score_band": "far1e-7"}),
+                json!({"subscriber_id": "mid", "rank": 2, "score_band": "far1e-5"}),
+                json!({"subscriber_id": "low", "rank": 3, "score_band": "far1e-4"}),
+                json!({"subscriber_id": "custom", "rank": 4, "score_band": "below_named_points"}),
             ]
         );
         let many: Vec<(String, f32)> = (0..25).map(|i| (format!("s{i}"), 0.99 + i as f32 * 1e-4)).collect();

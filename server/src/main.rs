@@ -37,6 +37,12 @@ struct Args {
     /// [default: far1e-5].
     #[arg(long, env = "FACEGATE_DUPLICATE_THRESHOLD")]
     duplicate_threshold: Option<String>,
+    /// How many templates the store will hold: without a duplicate_threshold,
+    /// the 1:N point is the loosest whose FAR per comparison times this
+    /// stays at or below 0.1 expected false duplicates per verification
+    /// (10,000 → far1e-5, 1,000,000 → far1e-7) [default: far1e-5's 10,000].
+    #[arg(long, env = "FACEGATE_DUPLICATE_POPULATION")]
+    duplicate_population: Option<u64>,
     /// Minimum passive-liveness score for a pass [default: the model's threshold].
     #[arg(long, env = "FACEGATE_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
@@ -88,6 +94,7 @@ struct FileConfig {
     /// a name (`"far1e-3"`) or a number
     match_threshold: Option<toml::Value>,
     duplicate_threshold: Option<toml::Value>,
+    duplicate_population: Option<u64>,
     liveness_threshold: Option<f32>,
     session_ttl: Option<i64>,
     www: Option<PathBuf>,
@@ -137,7 +144,20 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
     let match_threshold = threshold("match_threshold", args.match_threshold, file.match_threshold, embedder.operating_points, facegate::matching::DEFAULT_OPERATING_POINT)?;
-    let duplicate_threshold = threshold("duplicate_threshold", args.duplicate_threshold, file.duplicate_threshold, embedder.duplicate_points, facegate::matching::DEFAULT_DUPLICATE_POINT)?;
+    let duplicate_population = args.duplicate_population.or(file.duplicate_population);
+    let duplicate_default = match duplicate_population {
+        None => facegate::matching::DEFAULT_DUPLICATE_POINT,
+        Some(n) => facegate::matching::duplicate_point_for(n, facegate::matching::MAX_FALSE_DUPLICATES, embedder.duplicate_points)
+            .ok_or_else(|| {
+                format!(
+                    "duplicate_population {n}: no measured operating point keeps FAR x {n} at or below {} false duplicates per verification (the strictest is {}); set duplicate_threshold yourself",
+                    facegate::matching::MAX_FALSE_DUPLICATES,
+                    embedder.duplicate_points.last().map(|p| p.name).unwrap_or("none")
+                )
+            })?
+            .name,
+    };
+    let duplicate_threshold = threshold("duplicate_threshold", args.duplicate_threshold, file.duplicate_threshold, embedder.duplicate_points, duplicate_default)?;
     let liveness_threshold = args.liveness_threshold.or(file.liveness_threshold).unwrap_or(facegate::liveness::DEFAULT_LIVENESS_THRESHOLD);
     for (what, v) in [("liveness_threshold", liveness_threshold)] {
         if !(0.0..=1.0).contains(&v) {

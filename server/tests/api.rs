@@ -176,7 +176,7 @@ fn flow_and_duplicates(s: &Server) {
     assert_eq!((st, ans["decision"].clone()), (200, json!("pass")));
     // ranked, with the strictest operating point the comparison still
     // passes (the same face: the strictest there is), never a score
-    assert_eq!(record(s, &g)["possible_duplicates"], json!([{"subscriber_id": "alice", "rank": 1, "score_band": "far1e-5"}]));
+    assert_eq!(record(s, &g)["possible_duplicates"], json!([{"subscriber_id": "alice", "rank": 1, "score_band": "far1e-7"}]));
     // a third registration of that face has two candidates, each once
     let t = new_session(s, "order-2b", "trudy");
     let (st, _) = submit(s, &t, &t.key.sign(result(&t, 1, 0.9)).unwrap().to_json().unwrap());
@@ -655,6 +655,17 @@ fn limits_sweeping_and_config_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--match-threshold", "far1e-9", "--db", dir.join("y.db").to_str().unwrap()]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("far1e-3"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // the 1:N point from the store's size: FAR x population <= 0.1
+    let far_1e7 = embedder.duplicate_points.iter().find(|p| p.name == "far1e-7").unwrap().score;
+    let sized = start_with(Some(dir.join("sized.db").to_str().unwrap()), "limits-sized", &["--duplicate-population", "1000000"]);
+    let (st, created) = call("POST", &format!("{}/v1/sessions", sized.base), Some(API_KEY), Some(&json!({"order_id": "sized", "subscriber_id": "sized"}).to_string()));
+    assert_eq!(st, 201);
+    assert!((created["policy"]["duplicate_threshold"].as_f64().unwrap() - far_1e7 as f64).abs() < 1e-6, "{created}");
+    drop(sized);
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--duplicate-population", "50000000", "--db", dir.join("z.db").to_str().unwrap()]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set duplicate_threshold yourself"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // a configuration file with an unknown setting is refused at start
     std::fs::write(&config, "max_sessions_per_order = 2\nimage_upload = true\n").unwrap();

@@ -574,9 +574,9 @@ fn npm_ci(dir: &Path) -> Result<(), String> {
 /// with synthetic tracks and templates: the server's work is the real one.
 fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), String> {
     build_server()?;
-    let real = if templates > 0 {
+    let real: Vec<facegate::template::ProtectedTemplate> = if templates > 0 {
         setup()?; // sqlite3 among the rest
-        face_templates()?
+        face_templates()?.into_iter().map(|(_, t)| t).collect()
     } else {
         Vec::new()
     };
@@ -614,8 +614,9 @@ const BENCH_TRANSFORM_KEY: &str = "62656e6368207472616e73666f726d206b6579206f662
 const BENCH_STORAGE_KEY: &str = "62656e63682073746f72616765206b6579206f66207468652062656e63682021";
 
 /// The protected templates of every lfw-dev image under the bench transform
-/// key (the release CLI, once; cached in target/bench).
-fn face_templates() -> Result<Vec<facegate::template::ProtectedTemplate>, String> {
+/// key (the release CLI, once; cached in target/bench), each with its
+/// person (the file name up to its last `_`).
+fn face_templates() -> Result<Vec<(String, facegate::template::ProtectedTemplate)>, String> {
     let cache = root().join("target/bench/lfw-dev-templates.json");
     let text = match std::fs::read_to_string(&cache) {
         Ok(t) => t,
@@ -636,7 +637,16 @@ fn face_templates() -> Result<Vec<facegate::template::ProtectedTemplate>, String
         }
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let templates: Vec<facegate::template::ProtectedTemplate> = v["templates"].as_array().into_iter().flatten().filter_map(|row| serde_json::from_value(row["template"].clone()).ok()).collect();
+    let person = |image: &str| {
+        let stem = Path::new(image).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        stem.rsplit_once('_').map(|(p, _)| p.to_string()).unwrap_or(stem)
+    };
+    let templates: Vec<(String, facegate::template::ProtectedTemplate)> = v["templates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| Some((person(row["image"].as_str()?), serde_json::from_value(row["template"].clone()).ok()?)))
+        .collect();
     if templates.is_empty() {
         return Err("no lfw-dev image gave a template".into());
     }
@@ -702,6 +712,25 @@ impl FaceModel {
         Ok(FaceModel { transform, mean, chol })
     }
 
+    /// `count` synthetic faces' device templates, on every core, each chunk
+    /// from its own fixed seed so that runs repeat.
+    fn draw_many(&self, count: usize) -> Vec<facegate::template::ProtectedTemplate> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let chunk = count.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..count)
+                .step_by(chunk)
+                .map(|start| {
+                    scope.spawn(move || {
+                        let mut uniform = uniform_stream(0x5eed_0000 + start as u64);
+                        (start..(start + chunk).min(count)).map(|_| self.draw(&mut uniform)).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("draw")).collect()
+        })
+    }
+
     /// One synthetic face's device template.
     fn draw(&self, uniform: &mut impl FnMut() -> f64) -> facegate::template::ProtectedTemplate {
         let z: Vec<f64> = (0..FACE_DIM).map(|_| (-2.0 * (1.0 - uniform()).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos()).collect();
@@ -716,26 +745,11 @@ impl FaceModel {
 /// `face_templates` table (after its migrations ran), as the server would
 /// have stored them: sealed with its storage key, numbered in its change
 /// sequence. The first are the `real` faces' templates; the rest are drawn
-/// from `model` (on every core, each chunk from its own fixed seed, so
-/// that runs repeat).
+/// from `model`.
 fn preload_templates(db: &str, count: usize, dir: &Path, real: &[facegate::template::ProtectedTemplate], model: &FaceModel) -> Result<(), String> {
     use std::io::Write;
     let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
-    let synthetic = count.saturating_sub(real.len());
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let chunk = synthetic.div_ceil(threads).max(1);
-    let drawn: Vec<facegate::template::ProtectedTemplate> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..synthetic)
-            .step_by(chunk)
-            .map(|start| {
-                scope.spawn(move || {
-                    let mut uniform = uniform_stream(0x5eed_0000 + start as u64);
-                    (start..(start + chunk).min(synthetic)).map(|_| model.draw(&mut uniform)).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("draw")).collect()
-    });
+    let drawn = model.draw_many(count.saturating_sub(real.len()));
     let postgres = db.starts_with("postgres");
     let file = dir.join(if postgres { "templates.csv" } else { "templates.sql" });
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| e.to_string())?);
@@ -770,6 +784,132 @@ fn preload_templates(db: &str, count: usize, dir: &Path, real: &[facegate::templ
         run(Command::new("sqlite3").arg(db).arg(format!(".read {}", file.display())))?;
     }
     std::fs::remove_file(&file).map_err(|e| e.to_string())
+}
+
+/// The duplicate search measured in this process on `stored` templates (the
+/// protected templates of every lfw-dev image, the rest synthetic faces
+/// drawn like them, all sealed with the bench storage key), at each of the
+/// embedder's protected-domain operating points from FAR 1e-5 down: every
+/// lfw-dev template is a probe against all the others. Reports the
+/// cascade's recall against the exhaustive scan beside it (what `search`
+/// finds of what a full comparison finds), the time per search of both
+/// (their ratio is the figure; seconds depend on the machine), templates
+/// read whole, the false duplicates per verification on lfw-dev's real
+/// impostor pairs scaled to `stored` (FAR × N) and as seen on the
+/// synthetic background, the genuine pairs found (TAR), and the memory.
+fn bench_search(stored: usize) -> Result<(), String> {
+    use facegate::search::{pack, Change, TemplateIndex, Thresholds};
+    let faces = face_templates()?;
+    let real: Vec<facegate::template::ProtectedTemplate> = faces.iter().map(|(_, t)| t.clone()).collect();
+    let model = FaceModel::fit(&real)?;
+    let storage = facegate::template::StorageKey::from_hex(BENCH_STORAGE_KEY).map_err(|e| e.to_string())?;
+    let sealed_bits = |t: &facegate::template::ProtectedTemplate| -> Result<facegate::search::Bits, String> {
+        let sealed = storage.seal(&facegate::template::ProtectedTemplate { storage_key_id: None, ..t.clone() }).map_err(|e| e.to_string())?;
+        pack(&sealed.bit_bytes().map_err(|e| e.to_string())?).ok_or_else(|| "template length".to_string())
+    };
+    eprintln!("xtask: drawing {} synthetic templates", stored.saturating_sub(real.len()));
+    let probes: Vec<facegate::search::Bits> = real.iter().map(sealed_bits).collect::<Result<_, _>>()?;
+    let mut index = TemplateIndex::default();
+    let mut changes: Vec<Change> = probes.iter().enumerate().map(|(i, b)| Change::Stored { seq: i as i64 + 1, subscriber_id: format!("real-{i}"), bits: Box::new(*b) }).collect();
+    for (i, t) in model.draw_many(stored.saturating_sub(real.len())).iter().enumerate() {
+        changes.push(Change::Stored { seq: (real.len() + i) as i64 + 1, subscriber_id: format!("synthetic-{i}"), bits: Box::new(sealed_bits(t)?) });
+    }
+    index.apply(changes, 0);
+    let points: Vec<&facegate::matching::OperatingPoint> = facegate::embed::config(facegate::embed::DEFAULT_EMBEDDER)
+        .map_err(|e| e.to_string())?
+        .duplicate_points
+        .iter()
+        .filter(|p| p.far <= 1e-5)
+        .collect();
+    let thresholds = |p: &facegate::matching::OperatingPoint| Thresholds::for_calibration(&facegate::matching::Calibration { threshold: p.score, ..facegate::matching::DEFAULT_CALIBRATION });
+    let loosest = points.iter().filter_map(|p| thresholds(p)).map(|t| t.full).max().ok_or("no operating point")?;
+    // the exhaustive scan once per probe at the loosest point, timed
+    eprintln!("xtask: exhaustive scans of {} templates for {} probes", index.len(), probes.len());
+    let mut exhaustive_ms = Vec::new();
+    let mut exhaustive = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let started = Instant::now();
+        let hits = index.exhaustive_search(p, Thresholds { full: loosest, prefix: facegate::search::PREFIX_BITS as u32 }, &format!("real-{i}"));
+        exhaustive_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        exhaustive.push(hits);
+    }
+    let pct = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * q).round() as usize]
+    };
+    let real_index = |sub: &str| sub.strip_prefix("real-").and_then(|i| i.parse::<usize>().ok());
+    let n_real = real.len();
+    let mut impostor_pairs = 0u64;
+    let mut genuine_pairs = 0u64;
+    for i in 0..n_real {
+        for j in 0..n_real {
+            if i != j {
+                if faces[i].0 == faces[j].0 {
+                    genuine_pairs += 1;
+                } else {
+                    impostor_pairs += 1;
+                }
+            }
+        }
+    }
+    println!("{} stored templates ({} lfw-dev, the rest synthetic), {} probes; exhaustive scan p50 {:.2} ms", index.len(), n_real, probes.len(), pct(&exhaustive_ms, 0.5));
+    println!(
+        "{:<10}{:>7}{:>8}{:>14}{:>12}{:>10}{:>10}{:>10}{:>10}{:>16}{:>16}{:>10}",
+        "point", "bits", "prefix", "recall", "read whole", "p50 ms", "p95 ms", "p99 ms", "x faster", "false dup/verif", "synthetic hits", "TAR"
+    );
+    let mut rows = Vec::new();
+    for p in &points {
+        let Some(t) = thresholds(p) else { continue };
+        let (mut found, mut expected, mut read_whole, mut ms) = (0usize, 0usize, 0usize, Vec::new());
+        let (mut impostors, mut genuine, mut synthetic_hits) = (0u64, 0u64, 0u64);
+        for (i, probe) in probes.iter().enumerate() {
+            let started = Instant::now();
+            let (hits, whole) = index.search_counting(probe, t, &format!("real-{i}"));
+            ms.push(started.elapsed().as_secs_f64() * 1e3);
+            read_whole += whole;
+            let truth: Vec<&facegate::search::Hit> = exhaustive[i].iter().filter(|h| h.distance <= t.full).collect();
+            expected += truth.len();
+            found += hits.iter().filter(|h| truth.contains(h)).count();
+            for h in &truth {
+                match real_index(&h.subscriber_id) {
+                    Some(j) if faces[j].0 == faces[i].0 => genuine += 1,
+                    Some(_) => impostors += 1,
+                    None => synthetic_hits += 1,
+                }
+            }
+        }
+        let recall = found as f64 / expected.max(1) as f64;
+        let false_per_verification = impostors as f64 / impostor_pairs.max(1) as f64 * index.len() as f64;
+        let synthetic_per_probe = synthetic_hits as f64 / probes.len() as f64;
+        let tar = genuine as f64 / genuine_pairs.max(1) as f64;
+        println!(
+            "{:<10}{:>7}{:>8}{:>14}{:>12.0}{:>10.3}{:>10.3}{:>10.3}{:>10.1}{:>16.3}{:>16.3}{:>9.1}%",
+            p.name,
+            t.full,
+            t.prefix,
+            format!("{found}/{expected}"),
+            read_whole as f64 / probes.len() as f64,
+            pct(&ms, 0.5),
+            pct(&ms, 0.95),
+            pct(&ms, 0.99),
+            pct(&exhaustive_ms, 0.5) / pct(&ms, 0.5),
+            false_per_verification,
+            synthetic_per_probe,
+            tar * 100.0
+        );
+        rows.push(serde_json::json!({
+            "point": p.name, "far": p.far, "max_bits": t.full, "prefix_bits": t.prefix, "found": found, "exhaustive_found": expected, "recall": recall,
+            "read_whole_per_search": read_whole as f64 / probes.len() as f64, "ms": {"p50": pct(&ms, 0.5), "p95": pct(&ms, 0.95), "p99": pct(&ms, 0.99)},
+            "exhaustive_ms_p50": pct(&exhaustive_ms, 0.5), "real_impostor_hits": impostors, "real_impostor_pairs": impostor_pairs,
+            "false_duplicates_per_verification": false_per_verification, "synthetic_hits_per_probe": synthetic_per_probe, "genuine_found": genuine, "genuine_pairs": genuine_pairs, "tar": tar,
+        }));
+    }
+    let bytes = index.bytes_per_template();
+    println!("memory: {bytes} bytes per template, {:.0} MB per million", bytes as f64);
+    let report = serde_json::json!({"stored": index.len(), "real": n_real, "bytes_per_template": bytes, "points": rows});
+    std::fs::create_dir_all(root().join("target/bench")).map_err(|e| e.to_string())?;
+    std::fs::write(root().join("target/bench/search.json"), serde_json::to_string_pretty(&report).unwrap()).map_err(|e| e.to_string())
 }
 
 /// The bench's server on `db`, listening; its start-up time (which loads the
@@ -966,12 +1106,13 @@ fn main() -> ExitCode {
             let positional: Vec<&String> = args[1..].iter().enumerate().filter(|(i, a)| !a.starts_with("--") && args[*i] != "--templates").map(|(_, a)| a).collect();
             bench_server(positional.first().and_then(|a| a.parse().ok()).unwrap_or(400), positional.get(1).and_then(|a| a.parse().ok()).unwrap_or(8), templates)
         }
+        Some("bench-search") => bench_search(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000)),
         Some("build-wasm") => {
             let target = args.get(1).map(String::as_str).unwrap_or("web");
             let out = if target == "nodejs" { root().join("target/wasm-node") } else { root().join("www/pkg") };
             build_wasm(target, &out)
         }
-        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY] [--templates T]|build-wasm [web|nodejs]|build-www|build-examples|fetch-models|setup>".into()),
+        _ => Err("usage: cargo xtask <test|demo|bench [REPS]|eval [--data DIR] [--out DIR] [--pairs CSV --images DIR] [--boxes XML|CSV] [--liveness CSV --liveness-images DIR] [--clips CSV]|bench-server [N] [CONCURRENCY] [--templates T]|bench-search [STORED]|build-wasm [web|nodejs]|build-www|build-examples|fetch-models|setup>".into()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

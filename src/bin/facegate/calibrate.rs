@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The false-accept rates the shipped operating points are set for.
-pub const FAR_TARGETS: [(&str, f64); 4] = [("far1e-2", 1e-2), ("far1e-3", 1e-3), ("far1e-4", 1e-4), ("far1e-5", 1e-5)];
+pub const FAR_TARGETS: [(&str, f64); 6] = [("far1e-2", 1e-2), ("far1e-3", 1e-3), ("far1e-4", 1e-4), ("far1e-5", 1e-5), ("far1e-6", 1e-6), ("far1e-7", 1e-7)];
 
 /// Embedding of the largest face of an image file, optionally rendered as
 /// an ID document's photo first.
