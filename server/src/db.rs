@@ -286,9 +286,11 @@ impl Db {
     /// compare), in sequence order.
     pub async fn template_changes(&self, after: i64, upto: i64, keys: (&str, &str)) -> Result<Vec<Change>, sqlx::Error> {
         let mut changes = Vec::new();
+        // no ORDER BY (the caller orders): across shards that would merge
+        // the partitions' answers instead of reading them in parallel
         let rows = sqlx::query(
             "SELECT seq, subscriber_id, bits FROM face_templates
-             WHERE seq > $1 AND seq <= $2 AND transform_key_id = $3 AND storage_key_id = $4 ORDER BY seq",
+             WHERE seq > $1 AND seq <= $2 AND transform_key_id = $3 AND storage_key_id = $4",
         )
         .bind(after)
         .bind(upto)
@@ -312,29 +314,17 @@ impl Db {
     }
 
     /// Every stored template numbered up to `upto` under the given keys, in
-    /// batches (a million templates are ~300 MB of rows), each handed to `take`.
+    /// ranges of sequence numbers (a million templates are ~300 MB of rows),
+    /// each range's changes (revocations too: they match nothing left)
+    /// handed to `take` in order.
     pub async fn load_templates(&self, upto: i64, keys: (&str, &str), mut take: impl FnMut(Vec<Change>)) -> Result<(), sqlx::Error> {
         let mut after = 0;
-        loop {
-            let rows = sqlx::query(
-                "SELECT seq, subscriber_id, bits FROM face_templates
-                 WHERE seq > $1 AND seq <= $2 AND transform_key_id = $3 AND storage_key_id = $4 ORDER BY seq LIMIT $5",
-            )
-            .bind(after)
-            .bind(upto)
-            .bind(keys.0)
-            .bind(keys.1)
-            .bind(LOAD_BATCH)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = rows.last() else { return Ok(()) };
-            after = last.try_get("seq")?;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in &rows {
-                batch.extend(stored_change(row)?);
-            }
-            take(batch);
+        while after < upto {
+            let until = (after + LOAD_BATCH).min(upto);
+            take(self.template_changes(after, until, keys).await?);
+            after = until;
         }
+        Ok(())
     }
 
     /// Stored templates made or sealed under other keys than these: they

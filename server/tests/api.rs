@@ -356,6 +356,63 @@ fn postgres_flow_duplicates_and_hostile_input() {
     two_servers_share_the_template_store(&s, "pg");
 }
 
+/// The stored templates partitioned across PostgreSQL servers with
+/// postgres_fdw (server/sql/postgres-shards.sql): `cargo xtask test` starts
+/// a coordinator and two shards and describes them in FACEGATE_TEST_SHARDS.
+/// A duplicate stored on any shard is found, by a server that loaded the
+/// store through the shards; with a shard down a server does not start, and
+/// one that must catch up refuses to decide instead of answering "no
+/// duplicate", and decides once the shard is back.
+#[test]
+fn postgres_shards_find_duplicates_on_every_shard_and_fail_clearly_without_one() {
+    let spec: Value = serde_json::from_str(&std::env::var("FACEGATE_TEST_SHARDS").expect("FACEGATE_TEST_SHARDS must describe a sharded PostgreSQL store (cargo xtask test makes one)")).unwrap();
+    let coordinator = spec["coordinator"].as_str().unwrap();
+    let psql = |url: &str, q: &str| {
+        let out = Command::new("psql").args([url, "-Atc", q]).output().expect("psql runs");
+        assert!(out.status.success(), "{q}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let shell = |what: &str| assert!(Command::new("sh").args(["-c", spec[what].as_str().unwrap()]).status().unwrap().success(), "{what}");
+    let pass = |s: &Server, order: &str, subscriber: &str, face: u8| {
+        let f = new_session(s, order, subscriber);
+        let (st, ans) = submit(s, &f, &f.key.sign(result(&f, face, 0.95)).unwrap().to_json().unwrap());
+        assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
+        record(s, &f)["possible_duplicates"].as_array().unwrap().iter().map(|c| c["subscriber_id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    // no periodic sync (the sweeper) during the test: server a must lag behind on purpose
+    let settings = ["--session-ttl", "600", "--sweep-interval", "3600"];
+    let a = start_with(Some(coordinator), "shards-a", &settings);
+    for i in 0..8u8 {
+        assert!(pass(&a, &format!("shard-o{i}"), &format!("shard-sub-{i}"), 40 + i).is_empty());
+    }
+    // the templates are on the shards, some on each
+    let per_shard: Vec<usize> = spec["shards"].as_array().unwrap().iter().map(|u| psql(u.as_str().unwrap(), "SELECT COUNT(*) FROM face_templates").parse().unwrap()).collect();
+    assert!(per_shard.iter().all(|&n| n > 0) && per_shard.iter().sum::<usize>() == 8, "{per_shard:?}");
+    // a server that loads the store through the shards finds each duplicate
+    let b = start_with(Some(coordinator), "shards-b", &settings);
+    for i in 0..8u8 {
+        assert_eq!(pass(&b, &format!("shard-d{i}"), &format!("shard-dup-{i}"), 40 + i), [format!("shard-sub-{i}")]);
+    }
+    shell("stop_last");
+    // a server cannot load an incomplete store
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--addr", "127.0.0.1:0", "--db", coordinator]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loading the stored templates"), "{}", String::from_utf8_lossy(&out.stderr));
+    // server a has not seen b's templates: it must read them, cannot, and refuses to decide
+    let f = new_session(&a, "shard-late", "shard-late");
+    let wire = f.key.sign(result(&f, 40, 0.95)).unwrap().to_json().unwrap();
+    let (st, ans) = submit(&a, &f, &wire);
+    assert_eq!((st, ans["error"].clone()), (503, json!("template_store_unavailable")), "{ans}");
+    assert_eq!(record(&a, &f)["state"], "open", "nothing was decided");
+    // with the shard back the same result is decided, with its duplicates
+    shell("start_last");
+    let (st, ans) = submit(&a, &f, &wire);
+    assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
+    let mut found: Vec<String> = record(&a, &f)["possible_duplicates"].as_array().unwrap().iter().map(|c| c["subscriber_id"].as_str().unwrap().to_string()).collect();
+    found.sort();
+    assert_eq!(found, ["shard-dup-0", "shard-sub-0"]);
+}
+
 /// Checks `v` against a JSON Schema subset used by openapi.json: $ref,
 /// type (or a list of types), required, properties, additionalProperties
 /// (false or a schema), items, enum. Returns what does not match.

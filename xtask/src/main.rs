@@ -187,10 +187,17 @@ fn test() -> Result<(), String> {
     // very server binary the demo and the browser tests run.
     step("test", 2, 7, "core crate tests: the models natively, the CLI", || run(cargo().args(["test", "--release", "-p", "facegate"])))?;
     // the server's suites run against SQLite and a real PostgreSQL
-    step("test", 3, 7, "carrier server and xtask tests (SQLite and PostgreSQL)", || {
+    step("test", 3, 7, "carrier server and xtask tests (SQLite, PostgreSQL, PostgreSQL on shards)", || {
         let pg = Postgres::start()?;
-        let tests = run(cargo().args(["test", "--release", "-p", "facegate-server", "-p", "xtask"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url));
-        pg.stop();
+        // the templates partitioned across two more servers: a second
+        // database on the first is the coordinator
+        let shards = [Postgres::start()?, Postgres::start()?];
+        let tests = postgres_shards(&pg, &shards).and_then(|spec| {
+            run(cargo().args(["test", "--release", "-p", "facegate-server", "-p", "xtask"]).env("FACEGATE_TEST_POSTGRES_URL", &pg.url).env("FACEGATE_TEST_SHARDS", spec))
+        });
+        for p in shards.iter().chain([&pg]) {
+            p.stop();
+        }
         tests
     })?;
     // the wasm32 build of the whole crate, then the real pipeline inside wasm
@@ -220,6 +227,8 @@ struct Postgres {
     data: PathBuf,
     user: Option<&'static str>,
     url: String,
+    /// The server options it was started with (for a restart).
+    options: String,
 }
 
 impl Postgres {
@@ -248,7 +257,10 @@ impl Postgres {
         }
         let bin = Self::bin_dir().ok_or("PostgreSQL binaries not found under /usr/lib/postgresql")?;
         let root_user = have("id", "-u").map(|u| u.trim() == "0").unwrap_or(false);
-        let data = std::env::temp_dir().join(format!("facegate-pg-{}", std::process::id()));
+        // several at once (the shard test): one directory each
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = std::env::temp_dir().join(format!("facegate-pg-{}-{nth}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
         let user = root_user.then_some("postgres");
@@ -256,18 +268,58 @@ impl Postgres {
             run(Command::new("chown").arg("postgres:postgres").arg(&data))?;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let pg = Postgres { bin, data: data.clone(), user, url: format!("postgres://facegate@127.0.0.1:{port}/facegate_test") };
-        run(pg.command("initdb").args(["--no-sync", "-U", "facegate", "--auth=trust", "-D"]).arg(data.join("db")))?;
         let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", data.display());
-        run(pg.command("pg_ctl").args(["-w", "-s", "-D"]).arg(data.join("db")).args(["-l"]).arg(data.join("log")).args(["-o", &options, "start"]))?;
+        let pg = Postgres { bin, data: data.clone(), user, url: format!("postgres://facegate@127.0.0.1:{port}/facegate_test"), options };
+        run(pg.command("initdb").args(["--no-sync", "-U", "facegate", "--auth=trust", "-D"]).arg(data.join("db")))?;
+        run(pg.command("pg_ctl").args(["-w", "-s", "-D"]).arg(data.join("db")).args(["-l"]).arg(data.join("log")).args(["-o", &pg.options, "start"]))?;
         run(pg.command("createdb").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "facegate", "facegate_test"]))?;
         Ok(pg)
+    }
+
+    /// A shell command that stops (`stop`) or starts (`start`) this server
+    /// again, for a test that takes it down on purpose.
+    fn control_shell(&self, action: &str) -> String {
+        let db = self.data.join("db");
+        let pg_ctl = self.bin.join("pg_ctl");
+        let user = self.user.map(|u| format!("runuser -u {u} -- ")).unwrap_or_default();
+        match action {
+            "start" => format!("{user}{} -w -s -D {} -l {} -o '{}' start", pg_ctl.display(), db.display(), self.data.join("log").display(), self.options),
+            _ => format!("{user}{} -w -s -m fast -D {} stop", pg_ctl.display(), db.display()),
+        }
+    }
+
+    /// "host:port" of this server.
+    fn address(&self) -> &str {
+        self.url.trim_start_matches("postgres://facegate@").trim_end_matches("/facegate_test")
     }
 
     fn stop(&self) {
         let _ = run(self.command("pg_ctl").args(["-w", "-s", "-m", "fast", "-D"]).arg(self.data.join("db")).arg("stop"));
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// A coordinator database on `pg` whose `face_templates` is partitioned
+/// across `shards` with the README's script (server/sql/postgres-shards.sql);
+/// the test's description as JSON: the coordinator URL, the shard URLs, and
+/// the shell commands that stop and start the second shard.
+fn postgres_shards(pg: &Postgres, shards: &[Postgres]) -> Result<String, String> {
+    run(pg.command("createdb").args(["-h", "127.0.0.1", "-p", pg.address().rsplit(':').next().unwrap_or_default(), "-U", "facegate", "facegate_shards"]))?;
+    let coordinator = pg.url.replace("/facegate_test", "/facegate_shards");
+    let list: Vec<String> = shards.iter().map(|s| format!("{}/facegate_test", s.address())).collect();
+    run(Command::new("psql")
+        .args([coordinator.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-v"])
+        .arg(format!("shards={}", list.join(",")))
+        .args(["-v", "shard_user=facegate", "-f"])
+        .arg(root().join("server/sql/postgres-shards.sql")))?;
+    let last = shards.last().ok_or("no shards")?;
+    Ok(serde_json::json!({
+        "coordinator": coordinator,
+        "shards": shards.iter().map(|s| s.url.clone()).collect::<Vec<_>>(),
+        "stop_last": last.control_shell("stop"),
+        "start_last": last.control_shell("start"),
+    })
+    .to_string())
 }
 
 /// Where `build-www` puts the servable site.
@@ -914,11 +966,15 @@ fn bench_search(stored: usize) -> Result<(), String> {
 
 /// The bench's server on `db`, listening; its start-up time (which loads the
 /// duplicate search index) in ms.
-fn start_bench_server(db: &str, key: &str) -> Result<(std::process::Child, u16, f64), String> {
+fn start_bench_server(db: &str, key: &str, templates: usize) -> Result<(std::process::Child, u16, f64), String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let started = Instant::now();
+    // the 1:N point a carrier with this many templates configures (the
+    // default far1e-5 is for up to 10,000)
+    let population = (templates > 10_000).then(|| templates.min(1_000_000).to_string());
     let mut server = Command::new(root().join("target/release/facegate-server"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db, "--rate-limit-per-minute", "100000000"])
+        .args(population.iter().flat_map(|n| ["--duplicate-population", n.as_str()]))
         .env("FACEGATE_API_KEY", key)
         .env("FACEGATE_TRANSFORM_KEY", BENCH_TRANSFORM_KEY)
         .env("FACEGATE_STORAGE_KEY", BENCH_STORAGE_KEY)
@@ -944,13 +1000,13 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     const KEY: &str = "bench-api-key-0123456789";
     if let (true, Some((real, model))) = (templates > 0, faces) {
         // the server makes its tables; the templates go in while it is down
-        let (mut server, _, _) = start_bench_server(db, KEY)?;
+        let (mut server, _, _) = start_bench_server(db, KEY, 0)?;
         let _ = server.kill();
         let _ = server.wait();
         eprintln!("xtask: pre-loading {templates} templates into {label}");
         preload_templates(db, templates, dir, real, model)?;
     }
-    let (mut server, port, startup_ms) = start_bench_server(db, KEY)?;
+    let (mut server, port, startup_ms) = start_bench_server(db, KEY, templates)?;
     eprintln!("xtask: {label} server up in {startup_ms:.0} ms (loads {templates} stored templates)");
     let base = format!("http://127.0.0.1:{port}");
     let post = |url: &str, key: Option<&str>, body: &str| -> Result<Value, String> {
