@@ -125,6 +125,14 @@ pub struct TemplateIndex {
     pub last_seq: i64,
 }
 
+/// One search of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe<'a> {
+    pub bits: &'a Bits,
+    pub thresholds: Thresholds,
+    pub except_subscriber: &'a str,
+}
+
 /// A stored template within the threshold of the probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -184,12 +192,20 @@ impl TemplateIndex {
 
     /// `search`, and how many templates passed stage one (were read whole).
     pub fn search_counting(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
+        self.search_batch(&[Probe { bits: probe, thresholds: t, except_subscriber }]).pop().expect("one answer per probe")
+    }
+
+    /// `search_counting` for several probes in one pass over the store.
+    /// Stage one is bound by memory bandwidth (32 bytes per template streamed
+    /// from RAM, a few instructions to compare), so probes that arrive
+    /// together share one stream: the server batches concurrent searches.
+    pub fn search_batch(&self, probes: &[Probe]) -> Vec<(Vec<Hit>, usize)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the popcnt instruction (checked above)
-            return unsafe { self.scan_popcnt(probe, t, except_subscriber) };
+            return unsafe { self.scan_popcnt(probes) };
         }
-        self.scan(probe, t, except_subscriber)
+        self.scan(probes)
     }
 
     /// `scan` compiled with the popcnt instruction: the default x86-64
@@ -197,25 +213,41 @@ impl TemplateIndex {
     /// times more per word.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "popcnt")]
-    unsafe fn scan_popcnt(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
-        self.scan(probe, t, except_subscriber)
+    unsafe fn scan_popcnt(&self, probes: &[Probe]) -> Vec<(Vec<Hit>, usize)> {
+        self.scan(probes)
     }
 
     #[inline(always)]
-    fn scan(&self, probe: &Bits, t: Thresholds, except_subscriber: &str) -> (Vec<Hit>, usize) {
-        let probe_prefix: [u64; PREFIX_WORDS] = probe[..PREFIX_WORDS].try_into().expect("prefix words");
-        let (mut hits, mut read_whole) = (Vec::new(), 0);
-        for (i, prefix) in self.prefixes.iter().enumerate() {
-            if distance(prefix, &probe_prefix) > t.prefix {
-                continue;
+    fn scan(&self, probes: &[Probe]) -> Vec<(Vec<Hit>, usize)> {
+        // stage one in a tight loop that only collects (template, probe)
+        // candidates; stage two reads those whole afterwards
+        let limits: Vec<([u64; PREFIX_WORDS], u32)> = probes.iter().map(|p| (p.bits[..PREFIX_WORDS].try_into().expect("prefix words"), p.thresholds.prefix)).collect();
+        let mut candidates: Vec<(u32, u32)> = Vec::new();
+        if let [(prefix, limit)] = limits.as_slice() {
+            for (i, stored) in self.prefixes.iter().enumerate() {
+                if distance(stored, prefix) <= *limit {
+                    candidates.push((i as u32, 0));
+                }
             }
-            read_whole += 1;
-            let d = distance(&self.full[i], probe);
-            if d <= t.full && &*self.subscribers[i] != except_subscriber {
-                hits.push(Hit { subscriber_id: self.subscribers[i].to_string(), distance: d });
+        } else {
+            for (i, stored) in self.prefixes.iter().enumerate() {
+                for (k, (prefix, limit)) in limits.iter().enumerate() {
+                    if distance(stored, prefix) <= *limit {
+                        candidates.push((i as u32, k as u32));
+                    }
+                }
             }
         }
-        (hits, read_whole)
+        let mut out: Vec<(Vec<Hit>, usize)> = vec![(Vec::new(), 0); probes.len()];
+        for (i, k) in candidates {
+            let (i, probe, answer) = (i as usize, &probes[k as usize], &mut out[k as usize]);
+            answer.1 += 1;
+            let d = distance(&self.full[i], probe.bits);
+            if d <= probe.thresholds.full && &*self.subscribers[i] != probe.except_subscriber {
+                answer.0.push(Hit { subscriber_id: self.subscribers[i].to_string(), distance: d });
+            }
+        }
+        out
     }
 
     /// The reference the cascade is measured against: every full template.
@@ -329,6 +361,12 @@ mod tests {
             found += cascade.len();
         }
         assert!(expected >= 40 * 2, "every probe has duplicates at the threshold: {expected}");
+        // a batch answers each probe as a search of its own would
+        let batch: Vec<Probe> = probes.iter().enumerate().map(|(i, bits)| Probe { bits, thresholds: t, except_subscriber: if i % 2 == 0 { "nobody" } else { "s0" } }).collect();
+        let answers = index.search_batch(&batch);
+        for (probe, answer) in batch.iter().zip(answers) {
+            assert_eq!(answer, index.search_counting(probe.bits, t, probe.except_subscriber));
+        }
         assert!(found as f64 >= expected as f64 * 0.99, "{found} of {expected}");
     }
 

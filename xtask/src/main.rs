@@ -957,6 +957,21 @@ fn bench_search(stored: usize) -> Result<(), String> {
             "false_duplicates_per_verification": false_per_verification, "synthetic_hits_per_probe": synthetic_per_probe, "genuine_found": genuine, "genuine_pairs": genuine_pairs, "tar": tar,
         }));
     }
+    // concurrent searches batched into one pass (what the server does under
+    // load): time per probe at the strictest point, against one at a time
+    if let Some(t) = points.last().and_then(|p| thresholds(p)) {
+        let excepts: Vec<String> = (0..probes.len()).map(|i| format!("real-{i}")).collect();
+        for size in [1usize, 4, 8, 16] {
+            let started = Instant::now();
+            let mut searched = 0;
+            for (chunk, names) in probes.chunks(size).zip(excepts.chunks(size)).take(800 / size) {
+                let batch: Vec<facegate::search::Probe> = chunk.iter().zip(names).map(|(bits, name)| facegate::search::Probe { bits, thresholds: t, except_subscriber: name }).collect();
+                std::hint::black_box(index.search_batch(&batch));
+                searched += batch.len();
+            }
+            println!("batches of {size:>2}: {:.3} ms per search", started.elapsed().as_secs_f64() * 1e3 / searched as f64);
+        }
+    }
     let bytes = index.bytes_per_template();
     println!("memory: {bytes} bytes per template, {:.0} MB per million", bytes as f64);
     let report = serde_json::json!({"stored": index.len(), "real": n_real, "bytes_per_template": bytes, "points": rows});
