@@ -290,16 +290,12 @@ impl TemplateIndex {
 mod tests {
     use super::*;
 
-    /// splitmix64: a repeatable stream for test templates
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+    /// A repeatable stream for test templates.
     fn stream(seed: u64) -> impl FnMut() -> u64 {
-        let mut s = seed;
-        move || {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        move || rng.next_u64()
     }
 
     fn random_bits(next: &mut impl FnMut() -> u64) -> Bits {

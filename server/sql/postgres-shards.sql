@@ -56,7 +56,7 @@ BEGIN
             format('CREATE TABLE IF NOT EXISTS face_templates (%s, PRIMARY KEY (seq));
                     CREATE INDEX IF NOT EXISTS face_templates_subscriber ON face_templates (subscriber_id)', columns));
         EXECUTE format('CREATE SERVER facegate_shard_%s FOREIGN DATA WRAPPER postgres_fdw
-                        OPTIONS (host %L, port %L, dbname %L, async_capable ''true'', fetch_size ''10000'')', i, host, port, db);
+                        OPTIONS (host %L, port %L, dbname %L, async_capable ''true'', fetch_size ''10000'', batch_size ''1000'')', i, host, port, db);
         EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER facegate_shard_%s OPTIONS (user %L)', i, shard_user);
         EXECUTE format('CREATE FOREIGN TABLE face_templates_shard_%s PARTITION OF face_templates
                         FOR VALUES WITH (MODULUS %s, REMAINDER %s) SERVER facegate_shard_%s OPTIONS (table_name %L)',

@@ -301,9 +301,8 @@ impl Postgres {
 
 /// A coordinator database on `pg` whose `face_templates` is partitioned
 /// across `shards` with the README's script (server/sql/postgres-shards.sql);
-/// the test's description as JSON: the coordinator URL, the shard URLs, and
-/// the shell commands that stop and start the second shard.
-fn postgres_shards(pg: &Postgres, shards: &[Postgres]) -> Result<String, String> {
+/// its URL.
+fn shard_coordinator(pg: &Postgres, shards: &[Postgres]) -> Result<String, String> {
     run(pg.command("createdb").args(["-h", "127.0.0.1", "-p", pg.address().rsplit(':').next().unwrap_or_default(), "-U", "facegate", "facegate_shards"]))?;
     let coordinator = pg.url.replace("/facegate_test", "/facegate_shards");
     let list: Vec<String> = shards.iter().map(|s| format!("{}/facegate_test", s.address())).collect();
@@ -312,6 +311,14 @@ fn postgres_shards(pg: &Postgres, shards: &[Postgres]) -> Result<String, String>
         .arg(format!("shards={}", list.join(",")))
         .args(["-v", "shard_user=facegate", "-f"])
         .arg(root().join("server/sql/postgres-shards.sql")))?;
+    Ok(coordinator)
+}
+
+/// `shard_coordinator`, described for the server tests as JSON: the
+/// coordinator URL, the shard URLs, and the shell commands that stop and
+/// start the last shard.
+fn postgres_shards(pg: &Postgres, shards: &[Postgres]) -> Result<String, String> {
+    let coordinator = shard_coordinator(pg, shards)?;
     let last = shards.last().ok_or("no shards")?;
     Ok(serde_json::json!({
         "coordinator": coordinator,
@@ -635,18 +642,32 @@ fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), St
     let model = if templates > 0 { Some(FaceModel::fit(&real)?) } else { None };
     let faces = model.as_ref().map(|m| (real.as_slice(), m));
     let pg = Postgres::start()?;
+    // the same on a coordinator whose templates live on two more servers
+    let shards = [Postgres::start()?, Postgres::start()?];
+    let coordinator = shard_coordinator(&pg, &shards)?;
     let dir = std::env::temp_dir().join(format!("facegate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let sqlite = dir.join("bench.db").display().to_string();
     // a database whose run fails (it can, with many stored templates) is
-    // reported in its row; the other still runs
-    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str())].into_iter().map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, faces, &dir))).collect();
-    pg.stop();
+    // reported in its row; the others still run
+    let rows: Vec<(&str, Result<LoadRow, String>)> = [("sqlite", sqlite.as_str()), ("postgresql", pg.url.as_str()), ("pg-2-shards", coordinator.as_str())]
+        .into_iter()
+        .map(|(label, db)| (label, load_run(label, db, n, concurrency, templates, faces, &dir)))
+        .collect();
+    for p in shards.iter().chain([&pg]) {
+        p.stop();
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}", "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms");
+    println!(
+        "{:<12}{:>10}{:>8}{:>8}{:>14}{:>10}{:>10}{:>10}{:>14}{:>16}{:>14}{:>14}",
+        "database", "templates", "n", "clients", "verif/s", "p50 ms", "p95 ms", "p99 ms", "submit p50", "server CPU ms", "server MB", "stored MB"
+    );
     for (label, row) in &rows {
         match row {
-            Ok(r) => println!("{:<12}{:>10}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}{:>16.2}", label, templates, n, concurrency, r.0, r.1, r.2, r.3, r.4, r.5),
+            Ok(r) => println!(
+                "{:<12}{:>10}{:>8}{:>8}{:>14.1}{:>10.1}{:>10.1}{:>10.1}{:>14.1}{:>16.2}{:>14.0}{:>14.0}",
+                label, templates, n, concurrency, r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7
+            ),
             Err(e) => println!("{:<12}{:>10}{:>8}{:>8}  failed: {e}", label, templates, n, concurrency),
         }
     }
@@ -657,8 +678,28 @@ fn bench_server(n: usize, concurrency: usize, templates: usize) -> Result<(), St
 }
 
 /// verifications/s, p50/p95/p99 ms per verification, p50 ms of the result
-/// submission, the server's CPU ms per verification
-type LoadRow = (f64, f64, f64, f64, f64, f64);
+/// submission, the server's CPU ms per verification, the server's resident
+/// memory (MB) and the stored templates' size on disk (MB) after the run
+type LoadRow = (f64, f64, f64, f64, f64, f64, f64, f64);
+
+/// Resident memory of a process in MB, from /proc (Linux).
+fn process_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The stored templates' table with its indexes on disk, in MB.
+fn templates_disk_mb(db: &str) -> Option<f64> {
+    let (program, args): (&str, Vec<&str>) = if db.starts_with("postgres") {
+        // a partitioned table (shards) has no size of its own: not measured
+        ("psql", vec![db, "-Atc", "SELECT pg_total_relation_size(oid) FROM pg_class WHERE relname = 'face_templates' AND relkind = 'r'"])
+    } else {
+        ("sqlite3", vec![db, "SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'face_templates%' OR name LIKE 'sqlite_autoindex_face_templates%'"])
+    };
+    let out = Command::new(program).args(args).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|b| b / 1e6)
+}
 
 /// The bench server's template keys, fixed so that pre-loaded templates are
 /// sealed the way the server seals its own.
@@ -1135,6 +1176,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     });
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu_ms = cpu_before.zip(process_cpu_ms(server.id())).map(|(a, b)| (b - a) / n as f64).unwrap_or(f64::NAN);
+    let rss_mb = process_rss_mb(server.id()).unwrap_or(f64::NAN);
     let _ = server.kill();
     let _ = server.wait();
     let mut ok: Vec<(f64, f64)> = Vec::new();
@@ -1147,7 +1189,8 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     };
     let mut total: Vec<f64> = ok.iter().map(|r| r.0).collect();
     let mut submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
-    Ok((n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms))
+    let disk_mb = templates_disk_mb(db).unwrap_or(f64::NAN);
+    Ok((n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms, rss_mb, disk_mb))
 }
 
 /// CPU time (user + system) a process has used so far, from /proc (Linux).
