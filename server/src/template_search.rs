@@ -72,13 +72,16 @@ pub struct TemplateSearch {
     /// under these compare.
     keys: (String, String),
     thresholds: Option<Thresholds>,
+    /// One whole reload at a time: the requests that find the index stale
+    /// together wait for one reload instead of each reading the store.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl TemplateSearch {
     /// Read every stored template; `thresholds` None: nothing is ever a duplicate.
     pub async fn load(db: &Db, keys: (String, String), thresholds: Option<Thresholds>) -> Result<TemplateSearch, sqlx::Error> {
         let index: Arc<RwLock<TemplateIndex>> = Arc::default();
-        let search = TemplateSearch { requests: spawn_search_thread(index.clone()), index, synced_ms: AtomicI64::new(0), keys, thresholds };
+        let search = TemplateSearch { requests: spawn_search_thread(index.clone()), index, synced_ms: AtomicI64::new(0), keys, thresholds, reloading: Default::default() };
         search.reload(db).await?;
         let other_keys = db.templates_under_other_keys((&search.keys.0, &search.keys.1)).await?;
         if other_keys > 0 {
@@ -89,7 +92,12 @@ impl TemplateSearch {
 
     async fn reload(&self, db: &Db) -> Result<(), sqlx::Error> {
         let started = std::time::Instant::now();
+        let _one_at_a_time = self.reloading.lock().await;
         let upto = db.template_seq().await?;
+        if !self.needs_reload(upto) {
+            // another request reloaded while this one waited
+            return Ok(());
+        }
         let mut fresh = TemplateIndex::default();
         db.load_templates(upto, (&self.keys.0, &self.keys.1), |batch| fresh.apply(batch, i64::MIN)).await?;
         fresh.last_seq = upto;
@@ -100,18 +108,23 @@ impl TemplateSearch {
         Ok(())
     }
 
+    /// Whether the index must be read whole rather than caught up: never
+    /// loaded, not synced for longer than the revocation log reaches back,
+    /// or a bulk load of more changes than one answer should carry.
+    fn needs_reload(&self, upto: i64) -> bool {
+        let synced = self.synced_ms.load(Ordering::Relaxed);
+        synced == 0 || crate::api::now_ms() - synced > RELOAD_AFTER_MS || upto - self.index.read().expect("index lock").last_seq > RELOAD_AFTER_CHANGES
+    }
+
     /// Bring the index up to date: one small query when nothing changed.
     pub async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
         let now = crate::api::now_ms();
-        if now - self.synced_ms.load(Ordering::Relaxed) > RELOAD_AFTER_MS {
-            return self.reload(db).await;
+        let mut upto = db.template_seq().await?;
+        if self.needs_reload(upto) {
+            self.reload(db).await?;
+            upto = db.template_seq().await?;
         }
         let after = self.index.read().expect("index lock").last_seq;
-        let upto = db.template_seq().await?;
-        if upto - after > RELOAD_AFTER_CHANGES {
-            // a bulk load meanwhile: read it in batches, not in one answer
-            return self.reload(db).await;
-        }
         if upto > after {
             let changes = db.template_changes(after, upto, (&self.keys.0, &self.keys.1)).await?;
             self.index.write().expect("index lock").apply(changes, upto);

@@ -343,6 +343,40 @@ fn templates_stored_as_json_text_are_migrated() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A bulk load into the store while a server runs (more changes than one
+/// catch-up reads): its next search reads the store whole and finds a
+/// duplicate among them.
+#[test]
+fn a_running_server_picks_up_a_bulk_load() {
+    let s = start_with(None, "bulk", &["--session-ttl", "600", "--sweep-interval", "3600"]);
+    let f = new_session(&s, "bulk-0", "bulk-first");
+    let (st, _) = submit(&s, &f, &f.key.sign(result(&f, 21, 0.95)).unwrap().to_json().unwrap());
+    assert_eq!(st, 200);
+    let sql = |q: &str| {
+        let out = Command::new("sqlite3").arg(&s.db).arg(q).output().expect("sqlite3 runs");
+        assert!(out.status.success(), "{q}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // 25,000 unrelated templates under the server's keys, then one of face 22
+    let (transform_key_id, storage_key_id) = (sql("SELECT transform_key_id FROM face_templates"), sql("SELECT storage_key_id FROM face_templates"));
+    let storage = facegate::template::StorageKey::from_hex(&sql("SELECT value FROM settings WHERE name = 'storage_key'")).unwrap();
+    let transform = TransformKey::from_hex(f.config["transform_key"].as_str().unwrap(), 256).unwrap();
+    let face22 = storage.seal(&transform.protect(&embedding(22)).unwrap()).unwrap().bits;
+    sql(&format!(
+        "BEGIN;
+         WITH RECURSIVE n(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM n WHERE i < 25001)
+         INSERT INTO face_templates SELECT i, 'bulk-s' || i, 'bulk-sub-' || i, '{scheme}', '{transform_key_id}', '{storage_key_id}', randomblob(256), 0 FROM n;
+         INSERT INTO face_templates VALUES (25002, 'bulk-s', 'bulk-alice', '{scheme}', '{transform_key_id}', '{storage_key_id}', X'{face22}', 0);
+         UPDATE template_seq SET last = 25002;
+         COMMIT;",
+        scheme = facegate::template::SCHEME
+    ));
+    let g = new_session(&s, "bulk-1", "bulk-bob");
+    let (st, _) = submit(&s, &g, &g.key.sign(result(&g, 22, 0.95)).unwrap().to_json().unwrap());
+    assert_eq!(st, 200);
+    assert_eq!(record(&s, &g)["possible_duplicates"], json!([{"subscriber_id": "bulk-alice", "rank": 1, "score_band": "far1e-7"}]));
+}
+
 /// The same suites on PostgreSQL: `cargo xtask test` starts a throwaway
 /// server from Debian's packages and names its database in
 /// FACEGATE_TEST_POSTGRES_URL.
