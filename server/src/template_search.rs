@@ -35,7 +35,7 @@ struct Request {
 /// store takes milliseconds, mostly streaming the templates' first bits
 /// from memory, so it stays off the async workers, and the searches that
 /// arrive while one runs go together in the next pass
-/// (`TemplateIndex::search_batch`: measured 3.9 → 2.2 ms per search over
+/// (`TemplateIndex::search_batch`: measured 2.6 → 1.9 ms per search over
 /// a million templates in batches of 8, `cargo xtask bench-search`).
 fn spawn_search_thread(index: Arc<RwLock<TemplateIndex>>) -> std::sync::mpsc::Sender<Request> {
     let (requests, incoming) = std::sync::mpsc::channel::<Request>();
