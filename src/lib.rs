@@ -6,8 +6,8 @@
 //! Without the default `inference` feature the crate is the protocol alone
 //! (challenge replay, signed results, templates and their 1:N search,
 //! escrow, matching and the model manifest): what the carrier server and
-//! the project's tasks need, without compiling the ONNX runtime. The items that run a model say so
-//! with `#[cfg(feature = "inference")]`.
+//! the project's tasks need, without compiling the ONNX runtime. The items
+//! that run a model say so with `#[cfg(feature = "inference")]`.
 
 // Without `inference` the helpers only the models use (pixel layouts,
 // decoders) are unused; the default build is the one linted for dead code.

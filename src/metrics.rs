@@ -18,6 +18,13 @@ pub struct VerificationMetrics {
     pub threshold: f64,
 }
 
+/// LFW-style identity: the file name's stem up to its last `_`
+/// (Abdullah_Gul_0006.jpg → Abdullah_Gul).
+pub fn lfw_identity(file: &str) -> String {
+    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
+    stem.rsplit_once('_').map(|(s, _)| s).unwrap_or(stem).to_string()
+}
+
 /// ROC points (far, tar, threshold) for thresholds at every distinct score,
 /// decision rule `score >= threshold` means "same".
 pub fn roc(scores: &[(f64, bool)]) -> Vec<(f64, f64, f64)> {

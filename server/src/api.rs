@@ -47,6 +47,13 @@ pub struct Config {
     pub escrow_retention_ms: i64,
 }
 
+impl Config {
+    /// The 1:N check's calibration: the embedder's, at its own threshold.
+    pub fn duplicate_calibration(&self) -> facegate::matching::Calibration {
+        facegate::matching::Calibration { threshold: self.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION }
+    }
+}
+
 pub struct AppState {
     pub db: Db,
     /// The 1:N duplicate search over every stored template.
@@ -302,7 +309,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
         })?;
         // the 1:N check has its own, stricter operating point: its false
         // accepts add up over every stored template
-        let cal = facegate::matching::Calibration { threshold: cfg.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION };
+        let cal = cfg.duplicate_calibration();
         for hit in hits {
             let score = facegate::template::score_of_distance(hit.distance, &cal);
             // a subscriber with several stored templates is one candidate, at its best score

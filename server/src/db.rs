@@ -115,8 +115,10 @@ pub struct Decision<'a> {
     pub evidence: Option<(&'a str, &'a str)>,
 }
 
-/// Rows read per query when loading the whole template store.
-const LOAD_BATCH: i64 = 20_000;
+/// Sequence numbers read per query when loading the whole template store;
+/// a catch-up with more changes than this reads the store whole instead
+/// (`TemplateSearch::sync`).
+pub const LOAD_BATCH: i64 = 20_000;
 
 /// The next number of the template store's change sequence, taken inside
 /// the transaction that makes the change. The counter is one row, so the
@@ -339,7 +341,7 @@ impl Db {
     }
 
     /// Revocations older than `cutoff_ms` are kept no longer: a server whose
-    /// index is older than that reloads it whole (`api::sync_templates`).
+    /// index is older than that reloads it whole (`TemplateSearch::sync`).
     pub async fn delete_revocations_before(&self, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
         Ok(sqlx::query("DELETE FROM template_revocations WHERE created_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }

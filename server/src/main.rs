@@ -209,7 +209,7 @@ async fn run(args: Args) -> Result<(), String> {
         escrow_public_key,
         escrow_retention_ms: args.escrow_retention.or(file.escrow_retention).unwrap_or(30 * 24 * 3600).max(1) * 1000,
     };
-    let thresholds = facegate::search::Thresholds::for_calibration(&facegate::matching::Calibration { threshold: config.duplicate_threshold, ..facegate::matching::DEFAULT_CALIBRATION });
+    let thresholds = facegate::search::Thresholds::for_calibration(&config.duplicate_calibration());
     let templates = template_search::TemplateSearch::load(&db, (config.transform_key_id.clone(), config.storage_key.id().to_string()), thresholds)
         .await
         .map_err(|e| format!("loading the stored templates from {db_target}: {e}"))?;

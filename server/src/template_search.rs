@@ -15,8 +15,6 @@ use std::sync::{Arc, RwLock};
 /// A server whose index was last brought up to date longer ago than this
 /// reloads it whole: revocations are kept in the log for twice as long.
 const RELOAD_AFTER_MS: i64 = 12 * 3600 * 1000;
-/// More changes than this since the last sync are read as a whole reload.
-const RELOAD_AFTER_CHANGES: i64 = 20_000;
 /// How long a revocation stays in the change log.
 pub const REVOCATION_LOG_MS: i64 = 2 * RELOAD_AFTER_MS;
 
@@ -113,7 +111,7 @@ impl TemplateSearch {
     /// or a bulk load of more changes than one answer should carry.
     fn needs_reload(&self, upto: i64) -> bool {
         let synced = self.synced_ms.load(Ordering::Relaxed);
-        synced == 0 || crate::api::now_ms() - synced > RELOAD_AFTER_MS || upto - self.index.read().expect("index lock").last_seq > RELOAD_AFTER_CHANGES
+        synced == 0 || crate::api::now_ms() - synced > RELOAD_AFTER_MS || upto - self.index.read().expect("index lock").last_seq > crate::db::LOAD_BATCH
     }
 
     /// Bring the index up to date: one small query when nothing changed.

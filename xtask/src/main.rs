@@ -271,21 +271,28 @@ impl Postgres {
         let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", data.display());
         let pg = Postgres { bin, data: data.clone(), user, url: format!("postgres://facegate@127.0.0.1:{port}/facegate_test"), options };
         run(pg.command("initdb").args(["--no-sync", "-U", "facegate", "--auth=trust", "-D"]).arg(data.join("db")))?;
-        run(pg.command("pg_ctl").args(["-w", "-s", "-D"]).arg(data.join("db")).args(["-l"]).arg(data.join("log")).args(["-o", &pg.options, "start"]))?;
+        run(&mut pg.pg_ctl("start"))?;
         run(pg.command("createdb").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "facegate", "facegate_test"]))?;
         Ok(pg)
     }
 
-    /// A shell command that stops (`stop`) or starts (`start`) this server
-    /// again, for a test that takes it down on purpose.
-    fn control_shell(&self, action: &str) -> String {
-        let db = self.data.join("db");
-        let pg_ctl = self.bin.join("pg_ctl");
-        let user = self.user.map(|u| format!("runuser -u {u} -- ")).unwrap_or_default();
+    /// pg_ctl that starts (`start`, with its options and log) or stops
+    /// (`stop`, fast) this server.
+    fn pg_ctl(&self, action: &str) -> Command {
+        let mut c = self.command("pg_ctl");
+        c.args(["-w", "-s", "-D"]).arg(self.data.join("db"));
         match action {
-            "start" => format!("{user}{} -w -s -D {} -l {} -o '{}' start", pg_ctl.display(), db.display(), self.data.join("log").display(), self.options),
-            _ => format!("{user}{} -w -s -m fast -D {} stop", pg_ctl.display(), db.display()),
-        }
+            "start" => c.arg("-l").arg(self.data.join("log")).args(["-o", &self.options, "start"]),
+            _ => c.args(["-m", "fast", "stop"]),
+        };
+        c
+    }
+
+    /// `pg_ctl(action)` as a shell command line, for a test that takes this
+    /// server down and up again on purpose.
+    fn control_shell(&self, action: &str) -> String {
+        let c = self.pg_ctl(action);
+        std::iter::once(c.get_program()).chain(c.get_args()).map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
     }
 
     /// "host:port" of this server.
@@ -294,7 +301,7 @@ impl Postgres {
     }
 
     fn stop(&self) {
-        let _ = run(self.command("pg_ctl").args(["-w", "-s", "-m", "fast", "-D"]).arg(self.data.join("db")).arg("stop"));
+        let _ = run(&mut self.pg_ctl("stop"));
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
@@ -730,10 +737,7 @@ fn face_templates() -> Result<Vec<(String, facegate::template::ProtectedTemplate
         }
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let person = |image: &str| {
-        let stem = Path::new(image).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        stem.rsplit_once('_').map(|(p, _)| p.to_string()).unwrap_or(stem)
-    };
+    let person = |image: &str| facegate::metrics::lfw_identity(Path::new(image).file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default().as_str());
     let templates: Vec<(String, facegate::template::ProtectedTemplate)> = v["templates"]
         .as_array()
         .into_iter()
@@ -926,11 +930,7 @@ fn bench_search(stored: usize) -> Result<(), String> {
         exhaustive_ms.push(started.elapsed().as_secs_f64() * 1e3);
         exhaustive.push(hits);
     }
-    let pct = |v: &[f64], q: f64| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * q).round() as usize]
-    };
+    let exhaustive_p50 = percentile(&exhaustive_ms, 0.5);
     let real_index = |sub: &str| sub.strip_prefix("real-").and_then(|i| i.parse::<usize>().ok());
     let n_real = real.len();
     let mut impostor_pairs = 0u64;
@@ -946,7 +946,7 @@ fn bench_search(stored: usize) -> Result<(), String> {
             }
         }
     }
-    println!("{} stored templates ({} lfw-dev, the rest synthetic), {} probes; exhaustive scan p50 {:.2} ms", index.len(), n_real, probes.len(), pct(&exhaustive_ms, 0.5));
+    println!("{} stored templates ({} lfw-dev, the rest synthetic), {} probes; exhaustive scan p50 {:.2} ms", index.len(), n_real, probes.len(), exhaustive_p50);
     println!(
         "{:<10}{:>7}{:>8}{:>14}{:>12}{:>10}{:>10}{:>10}{:>10}{:>16}{:>16}{:>10}",
         "point", "bits", "prefix", "recall", "read whole", "p50 ms", "p95 ms", "p99 ms", "x faster", "false dup/verif", "synthetic hits", "TAR"
@@ -983,18 +983,18 @@ fn bench_search(stored: usize) -> Result<(), String> {
             t.prefix,
             format!("{found}/{expected}"),
             read_whole as f64 / probes.len() as f64,
-            pct(&ms, 0.5),
-            pct(&ms, 0.95),
-            pct(&ms, 0.99),
-            pct(&exhaustive_ms, 0.5) / pct(&ms, 0.5),
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.95),
+            percentile(&ms, 0.99),
+            exhaustive_p50 / percentile(&ms, 0.5),
             false_per_verification,
             synthetic_per_probe,
             tar * 100.0
         );
         rows.push(serde_json::json!({
             "point": p.name, "far": p.far, "max_bits": t.full, "prefix_bits": t.prefix, "found": found, "exhaustive_found": expected, "recall": recall,
-            "read_whole_per_search": read_whole as f64 / probes.len() as f64, "ms": {"p50": pct(&ms, 0.5), "p95": pct(&ms, 0.95), "p99": pct(&ms, 0.99)},
-            "exhaustive_ms_p50": pct(&exhaustive_ms, 0.5), "real_impostor_hits": impostors, "real_impostor_pairs": impostor_pairs,
+            "read_whole_per_search": read_whole as f64 / probes.len() as f64, "ms": {"p50": percentile(&ms, 0.5), "p95": percentile(&ms, 0.95), "p99": percentile(&ms, 0.99)},
+            "exhaustive_ms_p50": exhaustive_p50, "real_impostor_hits": impostors, "real_impostor_pairs": impostor_pairs,
             "false_duplicates_per_verification": false_per_verification, "synthetic_hits_per_probe": synthetic_per_probe, "genuine_found": genuine, "genuine_pairs": genuine_pairs, "tar": tar,
         }));
     }
@@ -1183,14 +1183,17 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
     for r in results {
         ok.push(r?);
     }
-    let pct = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
-    let mut total: Vec<f64> = ok.iter().map(|r| r.0).collect();
-    let mut submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
+    let total: Vec<f64> = ok.iter().map(|r| r.0).collect();
+    let submit: Vec<f64> = ok.iter().map(|r| r.1).collect();
     let disk_mb = templates_disk_mb(db).unwrap_or(f64::NAN);
-    Ok((n as f64 / elapsed, pct(&mut total, 0.5), pct(&mut total, 0.95), pct(&mut total, 0.99), pct(&mut submit, 0.5), server_cpu_ms, rss_mb, disk_mb))
+    Ok((n as f64 / elapsed, percentile(&total, 0.5), percentile(&total, 0.95), percentile(&total, 0.99), percentile(&submit, 0.5), server_cpu_ms, rss_mb, disk_mb))
+}
+
+/// The `q` quantile of `values` (nearest rank; `values` not empty).
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// CPU time (user + system) a process has used so far, from /proc (Linux).

@@ -6,7 +6,7 @@
 use facegate::embed::Embedding;
 use facegate::error::{FacegateError, Result};
 use facegate::image_io::{read_image_file, IdPhotoStyle};
-use facegate::metrics::{accept_rate, platt_fit, threshold_at_far};
+use facegate::metrics::{accept_rate, lfw_identity, platt_fit, threshold_at_far};
 use facegate::pipeline::Pipeline;
 use facegate::template::{ProtectedTemplate, TransformKey};
 use serde_json::{json, Value};
@@ -23,12 +23,6 @@ pub fn embed_file(p: &Pipeline, path: &Path, style: Option<IdPhotoStyle>) -> Res
         img = style.render(&img)?;
     }
     p.embed_largest(&img).map(|(_, e)| e)
-}
-
-/// LFW-style identity: the file stem up to its last `_` (Abdullah_Gul_0006.jpg → Abdullah_Gul).
-fn identity(file: &str) -> String {
-    let stem = file.rsplit_once('.').map(|(s, _)| s).unwrap_or(file);
-    stem.rsplit_once('_').map(|(s, _)| s).unwrap_or(stem).to_string()
 }
 
 /// Labelled similarity scores of one comparison set.
@@ -117,7 +111,7 @@ pub fn operating_points(p: &Pipeline, dir: &Path, pairs_csv: &Path, key: &str) -
         .filter(|n| [".jpg", ".jpeg", ".png"].iter().any(|x| n.to_ascii_lowercase().ends_with(x)))
         .collect();
     files.sort();
-    let ids: Vec<String> = files.iter().map(|f| identity(f)).collect();
+    let ids: Vec<String> = files.iter().map(|f| lfw_identity(f)).collect();
     let plain: Vec<Option<Embedding>> = files.iter().map(|f| embed_file(p, &dir.join(f), None).ok()).collect();
     let id_style: Vec<Option<Embedding>> = files.iter().enumerate().map(|(i, f)| embed_file(p, &dir.join(f), Some(IdPhotoStyle::protocol(i))).ok()).collect();
     let cosine = |a: &Embedding, b: &Embedding| a.cosine(b) as f64;
