@@ -661,6 +661,12 @@ fn track_samples(v: &Value) -> Vec<facegate::challenge::TrackSample> {
 const CHALLENGE_FPS: u32 = 15;
 /// How many random challenge seeds are assembled and checked.
 const ASSEMBLED_SEEDS: u32 = 100;
+/// The steady start of an assembled challenge: the widget starts a
+/// challenge after 4 good frames in a row and takes the starting pose from
+/// the challenge's first 3, so 6 frames (0.4 s at CHALLENGE_FPS) ...
+const START_FRAMES: usize = 6;
+/// ... all within this many degrees of the clip's median pose.
+const START_MAX_DEG: f32 = 4.0;
 
 /// The whole challenge as real people perform it: for each of
 /// ASSEMBLED_SEEDS random seeds, the seed's steps in order, each cut from a
@@ -668,24 +674,45 @@ const ASSEMBLED_SEEDS: u32 = 100;
 /// picked by the seed; clips differ between steps), with the clips' own
 /// frame timing, verified exactly as the server verifies a result. The
 /// per-clip tracks come from the session schedule (detector every 4th
-/// frame, mesh following) on each clip; a cut between clips starts a new
-/// person, as a real session never does. The same segments in another order
-/// (the first moved to the end) must fail.
+/// frame, mesh following) on each clip. Two things a real session has and a
+/// cut between clips does not are restored: the widget starts a challenge
+/// only on a steady, centred face, so the track opens with START_FRAMES of
+/// the first clip where its head is steadiest near its median pose; and one
+/// person sits in front of one camera, so every segment's yaw is taken
+/// relative to its own clip's median yaw (people and cameras sit at
+/// different yaws: clip 07 at -7 degrees, clip 05 at +1). The same segments
+/// in another order (the first moved to the end) must fail.
 fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>)], segments: &[(String, String, f64, f64)]) -> Result<Value, String> {
     use facegate::challenge::{steps_for_seed, verify_track, Step, TrackSample};
     use sha2::{Digest, Sha256};
     let step_name = |s: Step| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let clip_track = |clip: &str| -> &[TrackSample] { tracks.iter().find(|t| t.0 == clip).map(|t| t.1.as_slice()).unwrap_or(&[]) };
+    let median_yaw = |samples: &[TrackSample]| facegate::session::median(&mut samples.iter().map(|s| s.yaw).collect::<Vec<_>>()).unwrap_or(0.0);
+    // the clip's samples within [start, end] seconds, yaw from its median
     let cut = |clip: &str, start: f64, end: f64| -> Vec<TrackSample> {
+        let all = clip_track(clip);
+        let frontal = median_yaw(all);
         let range = (start * 1000.0) as u32..=(end * 1000.0) as u32;
-        tracks.iter().find(|t| t.0 == clip).map(|t| t.1.iter().filter(|s| range.contains(&s.t_ms)).copied().collect()).unwrap_or_default()
+        all.iter().filter(|s| range.contains(&s.t_ms)).map(|s| TrackSample { yaw: s.yaw - frontal, ..*s }).collect()
+    };
+    // the START_FRAMES consecutive frames of a clip with the least yaw
+    // spread, all within START_MAX_DEG of its median pose
+    let steady_start = |clip: &str| -> Vec<TrackSample> {
+        let all = cut(clip, 0.0, f64::from(u32::MAX) / 1000.0);
+        let spread = |w: &[TrackSample]| w.iter().map(|s| s.yaw).fold(f32::MIN, f32::max) - w.iter().map(|s| s.yaw).fold(f32::MAX, f32::min);
+        all.windows(START_FRAMES)
+            .filter(|w| w.iter().all(|s| s.yaw.abs() <= START_MAX_DEG))
+            .min_by(|a, b| spread(a).total_cmp(&spread(b)))
+            .map(<[TrackSample]>::to_vec)
+            .unwrap_or_default()
     };
     let frame_ms = 1000 / CHALLENGE_FPS;
     let assemble = |parts: &[&(String, String, f64, f64)]| -> Vec<TrackSample> {
         let mut track: Vec<TrackSample> = Vec::new();
-        for (clip, _, start, end) in parts.iter().copied() {
-            let samples = cut(clip, *start, *end);
+        let pieces = parts.first().map(|p| steady_start(&p.0)).into_iter().chain(parts.iter().map(|(clip, _, start, end)| cut(clip, *start, *end)));
+        for samples in pieces {
             let Some(first) = samples.first().map(|s| s.t_ms) else { continue };
-            // the next frame after the previous segment, at the clips' rate
+            // the next frame after the previous piece, at the clips' rate
             let next = track.last().map_or(0, |s| s.t_ms + frame_ms);
             track.extend(samples.iter().map(|s| TrackSample { t_ms: next + (s.t_ms - first), ..*s }));
         }
