@@ -30,6 +30,7 @@ pub mod pipeline;
 #[cfg(feature = "inference")]
 mod prelu;
 pub mod quality;
+pub mod replay;
 #[cfg(feature = "inference")]
 pub mod runtime;
 pub mod search;

@@ -33,10 +33,18 @@ pub struct SessionConfig {
     pub transform_key: String,
     pub match_threshold: f32,
     pub liveness_threshold: f32,
+    /// Median screen-grid cue (`replay`) at or above which the session is
+    /// a suspected screen replay; servers older than the cue do not send it.
+    #[serde(default = "default_screen_grid_threshold")]
+    pub screen_grid_threshold: f32,
     /// Carrier's X25519 escrow key: present only when the deployment has
     /// evidence escrow on (and the user consented in the widget).
     #[serde(default)]
     pub escrow_public_key: Option<String>,
+}
+
+fn default_screen_grid_threshold() -> f32 {
+    crate::replay::DEFAULT_SCREEN_GRID_THRESHOLD
 }
 
 /// Frames whose head is within this yaw of frontal are used for matching
@@ -68,22 +76,38 @@ pub struct FrameUpdate {
     pub failure: Option<String>,
     pub complete: bool,
     pub passive_liveness: Option<f32>,
+    /// The screen-replay cue of this frame (detection frames, faces of 64
+    /// pixels or more).
+    pub screen_grid: Option<f32>,
+}
+
+/// What a session measured, for the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence {
+    pub passive_liveness: f32,
+    /// Median screen-replay cue; None when no frame could be measured.
+    pub screen_grid: Option<f32>,
+    pub match_score: f32,
+}
+
+/// The policy's thresholds (the server's configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub liveness: f32,
+    pub screen_grid: f32,
+    pub matching: f32,
 }
 
 /// The policy, one place for the device and the server: the challenge must
-/// be performed, then passive liveness and the match must reach their
-/// thresholds. Returns the reason code; "ok" means pass.
-pub fn decision_reason(
-    challenge: &std::result::Result<Vec<StepPassed>, ChallengeFailure>,
-    passive_liveness: f32,
-    match_score: f32,
-    liveness_threshold: f32,
-    match_threshold: f32,
-) -> &'static str {
+/// be performed, then passive liveness must reach its threshold, the screen
+/// cue stay below its own, and the match reach its threshold. Returns the
+/// reason code; "ok" means pass.
+pub fn decision_reason(challenge: &std::result::Result<Vec<StepPassed>, ChallengeFailure>, e: Evidence, t: Thresholds) -> &'static str {
     match challenge {
         Err(f) => f.code(),
-        Ok(_) if passive_liveness < liveness_threshold => "liveness_failed",
-        Ok(_) if match_score < match_threshold => "no_match",
+        Ok(_) if e.passive_liveness < t.liveness => "liveness_failed",
+        Ok(_) if e.screen_grid.is_some_and(|g| g >= t.screen_grid) => "screen_replay_suspected",
+        Ok(_) if e.match_score < t.matching => "no_match",
         Ok(_) => "ok",
     }
 }
@@ -95,6 +119,7 @@ pub struct DeviceSession {
     progress: Option<ChallengeProgress>,
     track: Vec<TrackSample>,
     passive: Vec<f32>,
+    screen_grid: Vec<f32>,
     matches: Vec<(f32, Embedding)>,
     /// The face followed between detections, and frames since the detector ran.
     following: Option<(FaceTrack, usize)>,
@@ -118,7 +143,7 @@ impl DeviceSession {
     }
 
     pub fn with_key(key: DeviceKey) -> Self {
-        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), matches: Vec::new(), following: None, live_crop: None }
+        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), screen_grid: Vec::new(), matches: Vec::new(), following: None, live_crop: None }
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -134,6 +159,7 @@ impl DeviceSession {
         self.config = Some(config);
         self.track.clear();
         self.passive.clear();
+        self.screen_grid.clear();
         self.matches.clear();
         self.following = None;
         Ok(steps)
@@ -152,7 +178,7 @@ impl DeviceSession {
             Some((track, _)) => vec![p.report(img, track.detection().clone())],
             None => p.analyze(img)?,
         };
-        let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None };
+        let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
         if let Some(face) = largest_report(&update.faces) {
             let det = face.detection.clone();
             let one_face = update.faces.len() == 1;
@@ -177,6 +203,10 @@ impl DeviceSession {
                 let s = l.score(img, &det)?;
                 self.passive.push(s);
                 update.passive_liveness = Some(s);
+            }
+            if detected {
+                update.screen_grid = crate::replay::screen_grid_score(img, det.bbox);
+                self.screen_grid.extend(update.screen_grid);
             }
             if let Some(reference) = reference.filter(|_| detected) {
                 if sample.yaw.abs() <= MATCH_MAX_YAW && one_face {
@@ -210,6 +240,7 @@ impl DeviceSession {
         let challenge: std::result::Result<Vec<StepPassed>, ChallengeFailure> = progress.finish();
         // the median over frames: one lucky frame neither passes nor fails a session
         let passive = median(&mut self.passive.clone()).unwrap_or(0.0);
+        let screen_grid = median(&mut self.screen_grid.clone());
         let mut scores: Vec<f32> = self.matches.iter().map(|m| m.0).collect();
         let match_score = median(&mut scores).unwrap_or(0.0);
         let template_embedding = self
@@ -219,7 +250,11 @@ impl DeviceSession {
             .map(|m| m.1.clone())
             .ok_or_else(|| FacegateError::InvalidInput("no frontal face was matched during the challenge".into()))?;
         let template = TransformKey::from_hex(&config.transform_key, template_embedding.0.len())?.protect(&template_embedding)?;
-        let reason = decision_reason(&challenge, passive, match_score, config.liveness_threshold, config.match_threshold);
+        let reason = decision_reason(
+            &challenge,
+            Evidence { passive_liveness: passive, screen_grid, match_score },
+            Thresholds { liveness: config.liveness_threshold, screen_grid: config.screen_grid_threshold, matching: config.match_threshold },
+        );
         let evidence = match (&config.escrow_public_key, &self.live_crop) {
             (Some(pk), Some(live)) => {
                 let mut crops: Vec<(&str, &RgbImage)> = vec![("selfie", live)];
@@ -237,6 +272,7 @@ impl DeviceSession {
             issued_at_ms: now_ms,
             match_score,
             passive_liveness: passive,
+            screen_grid,
             active_liveness: ActiveLiveness { steps, transcript, track: self.track.clone() },
             models: p.model_hashes.iter().cloned().collect(),
             widget_version: widget_version.into(),

@@ -60,6 +60,10 @@ pub struct VerificationResult {
     pub match_score: f32,
     /// Passive liveness aggregated over the challenge frames, in [0,1].
     pub passive_liveness: f32,
+    /// The screen-replay cue (`replay`), median over the challenge's
+    /// detection frames; absent when no frame had a face large enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen_grid: Option<f32>,
     pub active_liveness: ActiveLiveness,
     /// Model name → sha256 of the model bytes actually used.
     pub models: BTreeMap<String, String>,
@@ -216,6 +220,7 @@ pub fn test_vector_result(device_public_key: String) -> VerificationResult {
         issued_at_ms: 1_795_000_000_000,
         match_score: 0.9312,
         passive_liveness: 0.4375,
+        screen_grid: None,
         active_liveness: ActiveLiveness {
             steps: vec![Step::TurnLeft, Step::Blink],
             transcript: vec![StepPassed { step: Step::TurnLeft, passed_ms: 66 }, StepPassed { step: Step::Blink, passed_ms: 198 }],

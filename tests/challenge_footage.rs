@@ -91,6 +91,7 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
         transform_key: "cd".repeat(32),
         match_threshold: p.calibration.threshold,
         liveness_threshold: p.liveness.as_ref().unwrap().threshold,
+        screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
         escrow_public_key: None,
     };
     let steps = session.begin(config).unwrap();
@@ -108,6 +109,9 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
     assert!(r.active_liveness.track.len() >= 85);
     // the clip shows the same person as the ID photo
     assert!(r.match_score >= p.calibration.threshold, "match {}", r.match_score);
+    // a real camera's frames of a real face: no screen's pixel grid
+    let grid = r.screen_grid.expect("the face is large enough for the screen cue");
+    assert!(grid < facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD, "screen cue {grid}");
     if steps.len() > 1 {
         // the footage performs only the turn, so the rest of the challenge is missing
         assert!(!r.decision.pass);

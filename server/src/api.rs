@@ -32,6 +32,8 @@ pub struct Config {
     /// duplicate candidate's score band is the strictest one it passes.
     pub duplicate_points: &'static [facegate::matching::OperatingPoint],
     pub liveness_threshold: f32,
+    /// The screen-replay cue's threshold (`facegate::replay`).
+    pub screen_grid_threshold: f32,
     pub session_ttl_ms: i64,
     pub max_sessions_per_order: i64,
     /// Sessions a subscriber may open per 24 hours (all orders together).
@@ -136,6 +138,7 @@ fn session_config(state: &AppState, s: &SessionRow) -> Value {
         "transform_key": state.config.transform_key,
         "match_threshold": state.config.match_threshold,
         "liveness_threshold": state.config.liveness_threshold,
+        "screen_grid_threshold": state.config.screen_grid_threshold,
         "escrow_public_key": state.config.escrow_public_key,
     })
 }
@@ -149,7 +152,7 @@ async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: a
         "nonce": s.nonce,
         "challenge_seed": s.challenge_seed,
         "expires_at_ms": s.expires_ms,
-        "policy": {"match_threshold": state.config.match_threshold, "duplicate_threshold": state.config.duplicate_threshold, "liveness_threshold": state.config.liveness_threshold},
+        "policy": {"match_threshold": state.config.match_threshold, "duplicate_threshold": state.config.duplicate_threshold, "liveness_threshold": state.config.liveness_threshold, "screen_grid_threshold": state.config.screen_grid_threshold},
         "accepted_models": state.config.accepted_models,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -261,6 +264,10 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             return Err(bad("score_out_of_range", format!("{what} must be in [0,1]")));
         }
     }
+    // the cue is a log-magnitude ratio: real faces score about 1-2, screens up to ~5
+    if r.screen_grid.is_some_and(|g| !(g.is_finite() && (0.0..=50.0).contains(&g))) {
+        return Err(bad("score_out_of_range", "screen_grid must be in [0,50]".into()));
+    }
     if r.template.transform_key_id != state.config.transform_key_id {
         return Err(bad("invalid_template", "template was not made with this carrier's transform key".into()));
     }
@@ -296,7 +303,11 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
         return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "challenge_mismatch", "the track does not perform the challenge"));
     }
     let cfg = &state.config;
-    let reason = facegate::session::decision_reason(&challenge, r.passive_liveness, r.match_score, cfg.liveness_threshold, cfg.match_threshold);
+    let reason = facegate::session::decision_reason(
+        &challenge,
+        facegate::session::Evidence { passive_liveness: r.passive_liveness, screen_grid: r.screen_grid, match_score: r.match_score },
+        facegate::session::Thresholds { liveness: cfg.liveness_threshold, screen_grid: cfg.screen_grid_threshold, matching: cfg.match_threshold },
+    );
     let pass = reason == "ok";
     // duplicate check in the protected domain: one face, several subscribers
     let mut candidates: Vec<(String, f32)> = Vec::new();

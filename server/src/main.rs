@@ -46,6 +46,11 @@ struct Args {
     /// Minimum passive-liveness score for a pass [default: the model's threshold].
     #[arg(long, env = "FACEGATE_LIVENESS_THRESHOLD")]
     liveness_threshold: Option<f32>,
+    /// Median screen-grid cue (the screen-replay signal) at or above which a
+    /// session fails as a suspected screen replay [default: 2.2]; a large
+    /// value turns the check off.
+    #[arg(long, env = "FACEGATE_SCREEN_GRID_THRESHOLD")]
+    screen_grid_threshold: Option<f32>,
     /// Session lifetime in seconds [default: 600].
     #[arg(long, env = "FACEGATE_SESSION_TTL")]
     session_ttl: Option<i64>,
@@ -96,6 +101,7 @@ struct FileConfig {
     duplicate_threshold: Option<toml::Value>,
     duplicate_population: Option<u64>,
     liveness_threshold: Option<f32>,
+    screen_grid_threshold: Option<f32>,
     session_ttl: Option<i64>,
     www: Option<PathBuf>,
     demo: Option<bool>,
@@ -164,6 +170,10 @@ async fn run(args: Args) -> Result<(), String> {
             return Err(format!("{what} must be in [0,1], not {v}"));
         }
     }
+    let screen_grid_threshold = args.screen_grid_threshold.or(file.screen_grid_threshold).unwrap_or(facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD);
+    if !(screen_grid_threshold.is_finite() && screen_grid_threshold > 0.0) {
+        return Err(format!("screen_grid_threshold must be a positive number, not {screen_grid_threshold}"));
+    }
     let session_ttl = args.session_ttl.or(file.session_ttl).unwrap_or(600);
     let rate_limit = args.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(120);
 
@@ -200,6 +210,7 @@ async fn run(args: Args) -> Result<(), String> {
         duplicate_threshold,
         duplicate_points: embedder.duplicate_points,
         liveness_threshold,
+        screen_grid_threshold,
         session_ttl_ms: session_ttl * 1000,
         max_sessions_per_order: args.max_sessions_per_order.or(file.max_sessions_per_order).unwrap_or(5),
         max_sessions_per_subscriber_per_day: args.max_sessions_per_subscriber_per_day.or(file.max_sessions_per_subscriber_per_day).unwrap_or(20),

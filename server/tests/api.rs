@@ -137,6 +137,7 @@ fn result(f: &Flow, face: u8, match_score: f32) -> VerificationResult {
         issued_at_ms: 1,
         match_score,
         passive_liveness: 0.6,
+        screen_grid: Some(1.3),
         active_liveness: ActiveLiveness { steps, transcript, track },
         models: ["yunet_s_320", "mobilefacenet", "facemesh", "minifasnet_v2_2.7", "minifasnet_v1se_4.0"]
             .iter()
@@ -190,6 +191,14 @@ fn flow_and_duplicates(s: &Server) {
     let h = new_session(s, "order-3", "bob");
     let (st, ans) = submit(s, &h, &h.key.sign(result(&h, 2, 0.3)).unwrap().to_json().unwrap());
     assert_eq!((st, ans), (200, json!({"decision": "fail", "reason": "no_match"})));
+    // the screen-replay cue at or above the server's threshold fails the
+    // session, whatever the device concluded, and stores no template
+    let r = new_session(s, "order-4", "rita");
+    let mut replayed = result(&r, 5, 0.95);
+    replayed.screen_grid = Some(facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD + 0.5);
+    let (st, ans) = submit(s, &r, &r.key.sign(replayed).unwrap().to_json().unwrap());
+    assert_eq!((st, ans), (200, json!({"decision": "fail", "reason": "screen_replay_suspected"})));
+    assert_eq!(record(s, &r)["possible_duplicates"], json!([]));
     // revocation
     let (st, v) = call("DELETE", &format!("{}/v1/subscribers/alice/templates", s.base), Some(API_KEY), None);
     assert_eq!((st, v["deleted_templates"].clone()), (200, json!(1)));
@@ -226,6 +235,9 @@ fn hostile(s: &Server) {
     let mut r = good.clone();
     r.match_score = 1.5;
     cases.push(("score out of range", f.key.sign(r).unwrap().to_json().unwrap(), 400, "score_out_of_range"));
+    let mut r = good.clone();
+    r.screen_grid = Some(80.0);
+    cases.push(("screen cue out of range", f.key.sign(r).unwrap().to_json().unwrap(), 400, "score_out_of_range"));
     let wire = signed.to_json().unwrap();
     cases.push(("truncated JSON", wire[..wire.len() / 2].to_string(), 400, "malformed_result"));
     cases.push(("not JSON", "hello".into(), 400, "malformed_result"));

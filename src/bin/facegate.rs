@@ -367,23 +367,42 @@ fn column(header: &[String], name: &str) -> Result<usize> {
 }
 
 fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Value> {
+    use facegate::replay::{screen_grid_score, DEFAULT_SCREEN_GRID_THRESHOLD};
     let (header, rows) = read_csv(csv)?;
     let (cf, cl) = (column(&header, "file")?, column(&header, "label")?);
     let threshold = p.liveness.as_ref().map(|l| l.threshold).unwrap_or(0.5) as f64;
+    let grid_threshold = DEFAULT_SCREEN_GRID_THRESHOLD as f64;
     let mut out = Vec::new();
-    let mut scored = Vec::new();
+    let (mut scored, mut grid_scored, mut both) = (Vec::new(), Vec::new(), Vec::new());
     for r in rows {
         let (file, label) = (r.get(cf).cloned().unwrap_or_default(), r.get(cl).cloned().unwrap_or_default());
         let bona_fide = label == "bona_fide";
-        match read_image_file(&dir.join(&file)).and_then(|img| p.passive_liveness(&img)) {
-            Ok((_, s)) => {
+        let img = read_image_file(&dir.join(&file));
+        match img.as_ref().map_err(|e| e.to_string()).and_then(|img| p.passive_liveness(img).map_err(|e| e.to_string())) {
+            Ok((face, s)) => {
+                let grid = img.as_ref().ok().and_then(|img| screen_grid_score(img, face.detection.bbox));
                 scored.push((s as f64, bona_fide));
-                out.push(json!({"file": file, "label": label, "score": s}));
+                // the cue is high for screens: its metrics are on the negated cue
+        // (accepted when -cue >= -threshold), as pad_metrics counts accepts
+                if let Some(g) = grid {
+                    grid_scored.push((-(g as f64), bona_fide));
+                }
+                both.push((s as f64 >= threshold && grid.is_none_or(|g| (g as f64) < grid_threshold), bona_fide));
+                out.push(json!({"file": file, "label": label, "score": s, "screen_grid": grid}));
             }
-            Err(e) => out.push(json!({"file": file, "label": label, "score": null, "error": e.to_string()})),
+            Err(e) => out.push(json!({"file": file, "label": label, "score": null, "error": e})),
         }
     }
-    Ok(json!({ "samples": out, "metrics": facegate::metrics::pad_metrics(&scored, threshold) }))
+    let rate = |bona: bool, accepted: bool| {
+        let of: Vec<bool> = both.iter().filter(|b| b.1 == bona).map(|b| b.0).collect();
+        of.iter().filter(|&&a| a == accepted).count() as f64 / of.len().max(1) as f64
+    };
+    Ok(json!({
+        "samples": out,
+        "metrics": facegate::metrics::pad_metrics(&scored, threshold),
+        "screen_grid": {"threshold": grid_threshold, "measured": grid_scored.len(), "metrics": facegate::metrics::pad_metrics(&grid_scored, -grid_threshold)},
+        "combined": {"apcer": rate(false, true), "bpcer": rate(true, false)},
+    }))
 }
 
 /// A second carrier's key, derived from the first, for the unlinkability figures.
@@ -501,7 +520,7 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         .then(|| -> Result<DeviceSession> {
             let mut s = DeviceSession::new()?;
             let challenge_seed = hex::encode(seed.as_deref().unwrap_or(b"track"));
-            s.begin(SessionConfig { session_id: "track".into(), nonce: "track".into(), challenge_seed, transform_key: "00".repeat(32), match_threshold: 0.0, liveness_threshold: 0.0, escrow_public_key: None })?;
+            s.begin(SessionConfig { session_id: "track".into(), nonce: "track".into(), challenge_seed, transform_key: "00".repeat(32), match_threshold: 0.0, liveness_threshold: 0.0, screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD, escrow_public_key: None })?;
             Ok(s)
         })
         .transpose()?;

@@ -213,10 +213,19 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
     }
     if let Some(r) = screen_replays(root, &src)? {
         for k in r["kinds"].as_array().into_iter().flatten() {
+            let g = &k["screen_grid"]["metrics"];
             table.push((
-                format!("passive APCER, synthetic screen replay: {}", k["kind"].as_str().unwrap_or("")),
-                format!("{} (AUC {:.2} against the same frames as bona fide)", pct(&k["metrics"]["apcer"]), f(&k["metrics"]["auc"])),
-                format!("{} frames of {}", k["metrics"]["attacks"], src.footage.as_ref().map(|f| f.0.display().to_string()).unwrap_or_default()),
+                format!("APCER, synthetic screen replay: {}: passive / screen cue / both", k["kind"].as_str().unwrap_or("")),
+                format!(
+                    "{} (AUC {:.2}) / {} (AUC {:.2}) / {}; BPCER of both {}",
+                    pct(&k["metrics"]["apcer"]),
+                    f(&k["metrics"]["auc"]),
+                    pct(&g["apcer"]),
+                    f(&g["auc"]),
+                    pct(&k["combined"]["apcer"]),
+                    pct(&k["combined"]["bpcer"])
+                ),
+                format!("{} frames of {}, against the same frames as bona fide", k["metrics"]["attacks"], src.footage.as_ref().map(|f| f.0.display().to_string()).unwrap_or_default()),
             ));
         }
         report["screen_replays"] = r;
@@ -606,15 +615,23 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
 }
 
 /// Synthetic screen replays, the only kind that can be made honestly here:
-/// one frame a second of every footage-dev clip, re-rendered by ffmpeg as if
-/// shown on a phone held up to the camera. Screen colour (more saturation,
-/// gamma), then either the phone in view (the picture at 60 % size inside a
-/// black bezel, on a wall, tilted 3 degrees) or the screen filling the
-/// camera's view; each with or without moiré and a glare spot. Real replays
-/// add the screen's pixel grid, refresh flicker and reflections that these
-/// do not have. Scored by the passive models against the same frames as
-/// bona fide.
+/// one frame a second of every footage-dev clip, re-rendered as if shown on
+/// a screen held up to the camera. Two families:
+/// - ffmpeg filters: screen colour (more saturation, gamma), then either the
+///   phone in view (the picture at 60 % size inside a black bezel, on a wall,
+///   tilted 3 degrees) or the screen filling the camera's view; each with or
+///   without a painted sinusoidal moiré and a glare spot;
+/// - a physical simulation (`screen_sim`): the picture on a grid of RGB
+///   sub-pixel stripes, filmed tilted by 2 degrees with 1.4 screen pixels per
+///   camera pixel, through a sharp (blur 0.15 px) or a soft (0.35 px) lens,
+///   so that the screen's grid reaches the camera as a moiré, or not, as it
+///   does with real cameras.
+///
+/// Real replays add refresh flicker, reflections and a screen's gamut that
+/// these do not have. Scored by the passive models and the screen-grid cue
+/// against the same frames as bona fide.
 fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
+    use crate::screen_sim::{film_screen, Capture};
     let Some((dir, _)) = &src.footage else { return Ok(None) };
     let work = src.out.join("replays");
     let _ = std::fs::remove_dir_all(&work);
@@ -625,28 +642,47 @@ fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     }
     let bona_fide: Vec<PathBuf> = frames_in(&work);
     eprintln!("eval: synthetic screen replays of {} frames", bona_fide.len());
+    enum Render {
+        Filter(String),
+        Filmed(Capture),
+    }
     let screen = "eq=saturation=1.25:gamma=1.08";
     let moire = "geq=lum='clip(lum(X,Y)*(1+0.09*sin(2.3*X)*sin(2.3*Y))+70*exp(-(pow(X-0.7*W,2)+pow(Y-0.28*H,2))/(2*pow(0.13*W,2))),0,255)':cb='cb(X,Y)':cr='cr(X,Y)'";
     let in_hand = "pad=iw+24:ih+44:12:22:color=0x0c0c0c,pad=trunc(iw/0.6/2)*2:trunc(ih/0.6/2)*2:(ow-iw)/2:(oh-ih)/2:color=0x6a6258,rotate=0.06:fillcolor=0x6a6258";
+    let filmed = |blur_px| Render::Filmed(Capture { screen_px_per_camera_px: 1.4, tilt_deg: 2.0, blur_px });
     let kinds = [
-        ("phone in view, moiré and glare", format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{moire},{in_hand}")),
-        ("phone in view", format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{in_hand}")),
-        ("screen fills the view, moiré and glare", format!("{screen},{moire}")),
-        ("screen fills the view", format!("{screen},gblur=sigma=0.8")),
+        ("phone in view, moiré and glare", Render::Filter(format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{moire},{in_hand}"))),
+        ("phone in view", Render::Filter(format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{in_hand}"))),
+        ("screen fills the view, moiré and glare", Render::Filter(format!("{screen},{moire}"))),
+        ("screen fills the view", Render::Filter(format!("{screen},gblur=sigma=0.8"))),
+        ("screen's sub-pixel grid filmed, sharp lens (blur 0.15 px)", filmed(0.15)),
+        ("screen's sub-pixel grid filmed, soft lens (blur 0.35 px)", filmed(0.35)),
     ];
     let mut out = Vec::new();
-    for (k, (kind, filter)) in kinds.iter().enumerate() {
+    for (k, (kind, render)) in kinds.iter().enumerate() {
         let mut labels = String::from("file,label\n");
-        for f in &bona_fide {
+        for (n, f) in bona_fide.iter().enumerate() {
             let name = f.file_name().unwrap().to_string_lossy().to_string();
             let attack = name.replace("bona_fide", &format!("replay{k}"));
-            ffmpeg(&["-i", &f.to_string_lossy(), "-vf", filter, &work.join(&attack).to_string_lossy()])?;
+            match render {
+                Render::Filter(filter) => ffmpeg(&["-i", &f.to_string_lossy(), "-vf", filter, &work.join(&attack).to_string_lossy()])?,
+                Render::Filmed(capture) => {
+                    let frame = image::open(f).map_err(|e| format!("{}: {e}", f.display()))?.to_rgb8();
+                    let shot = film_screen(&frame, *capture, n as u64 + 1);
+                    let file = std::fs::File::create(work.join(&attack)).map_err(|e| e.to_string())?;
+                    image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 90).encode_image(&shot).map_err(|e| e.to_string())?;
+                }
+            }
             labels.push_str(&format!("{name},bona_fide\n{attack},attack\n"));
         }
         let csv = work.join(format!("labels{k}.csv"));
         std::fs::write(&csv, labels).map_err(|e| e.to_string())?;
         let v = facegate(root, &["liveness-set", &csv.to_string_lossy(), "--images", &work.to_string_lossy()])?;
-        out.push(json!({"kind": kind, "filter": filter, "metrics": v["metrics"]}));
+        let filter = match render {
+            Render::Filter(f) => f.clone(),
+            Render::Filmed(c) => format!("{c:?}"),
+        };
+        out.push(json!({"kind": kind, "render": filter, "metrics": v["metrics"], "screen_grid": v["screen_grid"], "combined": v["combined"]}));
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(Some(json!({"source": dir.display().to_string(), "frames_per_second": 1, "synthetic": true, "kinds": out})))

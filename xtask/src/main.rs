@@ -19,6 +19,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod eval;
+mod screen_sim;
 
 /// Today's date (UTC) for reports, from `date`.
 fn today() -> String {
@@ -1134,6 +1135,7 @@ fn load_run(label: &'static str, db: &str, n: usize, concurrency: usize, templat
             issued_at_ms: 1,
             match_score: 0.93,
             passive_liveness: 0.9,
+            screen_grid: Some(1.3),
             active_liveness: facegate::signed::ActiveLiveness { steps, transcript, track },
             models: models.clone(),
             widget_version: "bench".into(),
