@@ -347,7 +347,8 @@ impl ChallengeProgress {
         self.failure.is_none() && self.passed.len() == self.steps.len()
     }
 
-    fn baseline_yaw(&self) -> Option<f32> {
+    /// The starting pose's yaw, once the first frames have fixed it.
+    pub fn baseline_yaw(&self) -> Option<f32> {
         (self.baseline.len() >= BASELINE_FRAMES).then(|| median(&mut self.baseline.clone())).flatten()
     }
 

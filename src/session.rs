@@ -62,6 +62,11 @@ const MATCH_MAX_YAW: f32 = 22.0;
 /// seen at the next detection, at most n-1 frames later; frames with several
 /// faces never count towards the challenge.
 pub const DETECT_EVERY: usize = 4;
+/// A followed mesh more than this many degrees of yaw from the challenge's
+/// starting pose runs the detector on its frame, so that the frames that can
+/// decide a turn (12 degrees) are read on detector-anchored meshes; frames
+/// near the front, where blinks are read, keep the cheaper following.
+const DETECT_BEYOND_DEG: f32 = 8.0;
 /// A mesh whose face-presence score falls below this has lost the face: the
 /// next frame runs the detector.
 const MESH_PRESENCE_MIN: f32 = 0.5;
@@ -172,17 +177,34 @@ impl DeviceSession {
         // the blink step is judged on the eye model's lids: no frame counts
         // before it has arrived (the widget waits for it before starting)
         p.eye_model()?;
-        let followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
-        let detected = followed.is_none();
-        let faces = match &followed {
+        let mut followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
+        let mut faces = match &followed {
             Some((track, _)) => vec![p.report(img, track.detection().clone())],
             None => p.analyze(img)?,
         };
+        let mut mesh = match largest_report(&faces) {
+            Some(face) => Some(p.mesh(img, &face.detection)?),
+            None => None,
+        };
+        // Every turn is decided on a detector-anchored mesh: a followed mesh
+        // whose yaw is away from the challenge's starting pose is checked
+        // against the detector on the same frame. Followed meshes drift when
+        // the face changes fast (a photo swung back to flat read 13 degrees
+        // of yaw under the followed mesh, 2 under the detector's).
+        let away = mesh.as_ref().zip(progress.baseline_yaw()).is_some_and(|(m, start)| (m.pose.yaw - start).abs() > DETECT_BEYOND_DEG);
+        if followed.is_some() && away {
+            followed = None;
+            faces = p.analyze(img)?;
+            mesh = match largest_report(&faces) {
+                Some(face) => Some(p.mesh(img, &face.detection)?),
+                None => None,
+            };
+        }
+        let detected = followed.is_none();
         let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
-        if let Some(face) = largest_report(&update.faces) {
+        if let (Some(face), Some(mesh)) = (largest_report(&update.faces), mesh) {
             let det = face.detection.clone();
             let one_face = update.faces.len() == 1;
-            let mesh = p.mesh(img, &det)?;
             // follow a single face with the mesh until the next detection
             self.following = match followed {
                 _ if !one_face || mesh.presence < MESH_PRESENCE_MIN => None,

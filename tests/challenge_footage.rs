@@ -155,3 +155,55 @@ fn mesh_following_the_face_agrees_with_the_detector() {
     assert!(mean(&eye_diff) < 0.1 && max(&eye_diff) < 0.25, "eye openness drifts: {eye_diff:?}");
     let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
 }
+
+/// The eval's tilted-photo attack (xtask/src/eval.rs, attack_filter
+/// "tilted": the photo swung about its vertical axis, one cycle in 3 s, at
+/// 15 fps) on the still that once faked a turn: under the session schedule
+/// the mesh followed between detections drifted to 13 degrees of yaw while
+/// the photo swung back to flat (the detector's mesh read 2), until a
+/// followed mesh whose yaw jumps was checked against the detector.
+#[test]
+fn a_photo_swung_about_its_vertical_axis_performs_no_step_in_a_session() {
+    use facegate::session::{DeviceSession, SessionConfig};
+    let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
+    let still = clip().with_file_name("obama_partial_face2.jpg");
+    let dir = std::env::temp_dir().join(format!("facegate-tilted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = ("max(0,sin(2*PI*on/45))", "max(0,-sin(2*PI*on/45))");
+    let tilt = format!(
+        "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,perspective=x0='W*0.18*{a}':y0='H*0.1*{a}':x1='W-W*0.18*{b}':y1='H*0.1*{b}':\
+         x2='W*0.18*{a}':y2='H-H*0.1*{a}':x3='W-W*0.18*{b}':y3='H-H*0.1*{b}':sense=destination:eval=frame"
+    );
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-loop", "1", "-framerate", "15", "-t", "3", "-i"])
+        .arg(&still)
+        .args(["-vf", &tilt])
+        .arg(dir.join("f_%04d.png"))
+        .status()
+        .expect("ffmpeg is installed by `cargo xtask test`");
+    assert!(status.success());
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 45);
+    let mut session = DeviceSession::new().unwrap();
+    let config = SessionConfig {
+        session_id: "sess_tilted".into(),
+        nonce: "00".into(),
+        challenge_seed: "00".repeat(16),
+        transform_key: "cd".repeat(32),
+        match_threshold: 0.0,
+        liveness_threshold: 0.0,
+        screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
+        escrow_public_key: None,
+    };
+    session.begin(config).unwrap();
+    let mut samples = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let update = session.push_frame(&p, None, &read_image_file(f).unwrap(), i as u32 * 1000 / 15).unwrap();
+        samples.extend(update.sample);
+    }
+    assert!(samples.len() >= 40, "face followed in {} of 45 frames", samples.len());
+    let events = facegate::challenge::events(&samples);
+    assert_eq!(events, facegate::challenge::TrackEvents::default(), "yaw {:?}", samples.iter().map(|s| s.yaw.round()).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
