@@ -86,7 +86,22 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // the message may hold SQL; log it, answer without it
         tracing::error!(error = %e, "database error");
+        if storage_unreachable(&e) {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the database did not answer; nothing was stored, try again");
+        }
         refuse(StatusCode::INTERNAL_SERVER_ERROR, "database_error", "storage failed")
+    }
+}
+
+/// A database (or, through postgres_fdw, one of its shards) that cannot be
+/// reached, as opposed to one that refused the statement: the request may
+/// succeed later. SQLSTATE class 08 is "connection exception"; postgres_fdw
+/// reports a shard it cannot connect to as 08001.
+fn storage_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08")),
+        _ => false,
     }
 }
 

@@ -439,7 +439,18 @@ fn postgres_shards_find_duplicates_on_every_shard_and_fail_clearly_without_one()
     for i in 0..8u8 {
         assert_eq!(pass(&b, &format!("shard-d{i}"), &format!("shard-dup-{i}"), 40 + i), [format!("shard-sub-{i}")]);
     }
+    // a server that loaded the whole store is up to date: with a shard down
+    // its search needs no shard, but storing a template routed to that shard
+    // fails, and it says so (503, nothing decided) rather than a bare 500
+    let c = start_with(Some(coordinator), "shards-c", &settings);
+    let last_shard = spec["shards"].as_array().unwrap().last().unwrap().as_str().unwrap();
+    let on_last = psql(last_shard, "SELECT subscriber_id FROM face_templates ORDER BY subscriber_id LIMIT 1");
+    let again = new_session(&c, "shard-again", &on_last);
+    let again_wire = again.key.sign(result(&again, 60, 0.95)).unwrap().to_json().unwrap();
     shell("stop_last");
+    let (st, ans) = submit(&c, &again, &again_wire);
+    assert_eq!((st, ans["error"].clone()), (503, json!("storage_unavailable")), "{ans}");
+    assert_eq!(record(&c, &again)["state"], "open", "nothing was decided");
     // a server cannot load an incomplete store
     let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--addr", "127.0.0.1:0", "--db", coordinator]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -457,6 +468,9 @@ fn postgres_shards_find_duplicates_on_every_shard_and_fail_clearly_without_one()
     let mut found: Vec<String> = record(&a, &f)["possible_duplicates"].as_array().unwrap().iter().map(|c| c["subscriber_id"].as_str().unwrap().to_string()).collect();
     found.sort();
     assert_eq!(found, ["shard-dup-0", "shard-sub-0"]);
+    // and the result refused while the shard was down is decided now
+    let (st, ans) = submit(&c, &again, &again_wire);
+    assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
 }
 
 /// Checks `v` against a JSON Schema subset used by openapi.json: $ref,
