@@ -182,10 +182,9 @@ impl DeviceSession {
             Some((track, _)) => vec![p.report(img, track.detection().clone())],
             None => p.analyze(img)?,
         };
-        let mut mesh = match largest_report(&faces) {
-            Some(face) => Some(p.mesh(img, &face.detection)?),
-            None => None,
-        };
+        // the mesh of the largest face, which the challenge follows
+        let mesh_of = |faces: &[FaceReport]| largest_report(faces).map(|f| p.mesh(img, &f.detection)).transpose();
+        let mut mesh = mesh_of(&faces)?;
         // Every turn is decided on a detector-anchored mesh: a followed mesh
         // whose yaw is away from the challenge's starting pose is checked
         // against the detector on the same frame. Followed meshes drift when
@@ -195,10 +194,7 @@ impl DeviceSession {
         if followed.is_some() && away {
             followed = None;
             faces = p.analyze(img)?;
-            mesh = match largest_report(&faces) {
-                Some(face) => Some(p.mesh(img, &face.detection)?),
-                None => None,
-            };
+            mesh = mesh_of(&faces)?;
         }
         let detected = followed.is_none();
         let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
