@@ -37,10 +37,10 @@ before(() => {
 // subsequence of that, so the flow must pass whatever seed the server draws,
 // with no test-only setting in the server. Before each turn the person
 // faces the camera for 0.6 s (frames of the same clip with no blink or
-// turn), as a user does while reading the next instruction: the challenge
-// counts a turn only after the head rested frontal for 500 ms, and the
-// segments alone give 0-500 ms of it, which made this test depend on the
-// fake camera's timing. The ID photo is a frontal frame of the same clip.
+// turn), as a user does while reading the next instruction (the challenge
+// once required such a rest; it no longer does, but the pause keeps each
+// turn from starting mid-swing of the previous one). The ID photo is a
+// frontal frame of the same clip.
 function performerClip(dir) {
   const input = path.join(footage, '05_bf_liveportrait_d12.mp4');
   const blink = [4.75, 5.95];
