@@ -33,6 +33,9 @@ pub mod quality;
 pub mod replay;
 #[cfg(feature = "inference")]
 pub mod runtime;
+/// Filming a screen, simulated: the eval's and the browser tests' screen
+/// replays (not part of the pipeline).
+pub mod screen_sim;
 pub mod search;
 pub mod session;
 pub mod signed;

@@ -65,6 +65,24 @@ enum Cmd {
         #[arg(long)]
         points: bool,
     },
+    /// Simulated screen replay: each image shown on a screen's RGB sub-pixel
+    /// grid and filmed by a camera (facegate::screen_sim), written as PNG
+    /// under the same name into --out. For the eval and the browser tests of
+    /// the screen cue; no model is loaded.
+    FilmScreen {
+        frames: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Lens blur in camera pixels (sigma): 0.15 sharp, 0.35 soft.
+        #[arg(long, default_value_t = 0.15)]
+        blur_px: f32,
+        /// Screen pixels per camera pixel.
+        #[arg(long, default_value_t = 1.4)]
+        screen_px_per_camera_px: f32,
+        /// Tilt of the screen against the camera, degrees.
+        #[arg(long, default_value_t = 2.0)]
+        tilt_deg: f32,
+    },
     /// Write the aligned crop of the largest face (what the embedding model sees).
     Align {
         image: PathBuf,
@@ -258,6 +276,18 @@ fn run(cli: Cli) -> Result<()> {
                 v["points"] = json!(mesh.points);
             }
             print(v, *json);
+        }
+        Cmd::FilmScreen { frames, out, blur_px, screen_px_per_camera_px, tilt_deg } => {
+            use facegate::screen_sim::{film_screen, Capture};
+            let capture = Capture { screen_px_per_camera_px: *screen_px_per_camera_px, tilt_deg: *tilt_deg, blur_px: *blur_px };
+            std::fs::create_dir_all(out).map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
+            for (i, f) in frames.iter().enumerate() {
+                let name = f.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("frame{i}"));
+                let target = out.join(format!("{name}.png"));
+                film_screen(&read_image_file(f)?, capture, i as u64 + 1)
+                    .save(&target)
+                    .map_err(|e| FacegateError::Io { path: target.display().to_string(), reason: e.to_string() })?;
+            }
         }
         Cmd::Align { image, out } => {
             let img = read_image_file(image)?;
@@ -527,6 +557,7 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
     let mut samples = Vec::new();
     let mut per_frame = Vec::new();
     let mut passive_scores = Vec::new();
+    let mut screen_grid = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let img = read_image_file(f)?;
         let t_ms = (i as f32 * 1000.0 / fps).round() as u32;
@@ -534,6 +565,7 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
             Some(session) => {
                 let update = session.push_frame(p, None, &img, t_ms)?;
                 passive_scores.extend(update.passive_liveness);
+                screen_grid.extend(update.screen_grid);
                 // frames with several faces never count towards a challenge
                 update.sample.filter(|_| update.faces.len() == 1)
             }
@@ -563,6 +595,10 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         "blinks": recognised.blinks,
         "turns": recognised.turns,
     });
+    if session.is_some() {
+        // the screen-replay cue as the session aggregates it (detection frames)
+        v["screen_grid"] = json!({"median": facegate::session::median(&mut screen_grid), "measured_frames": screen_grid.len()});
+    }
     if passive {
         v["passive_liveness"] = json!({
             "median": facegate::session::median(&mut passive_scores),

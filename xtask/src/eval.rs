@@ -621,7 +621,7 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
 ///   phone in view (the picture at 60 % size inside a black bezel, on a wall,
 ///   tilted 3 degrees) or the screen filling the camera's view; each with or
 ///   without a painted sinusoidal moiré and a glare spot;
-/// - a physical simulation (`screen_sim`): the picture on a grid of RGB
+/// - a physical simulation (`facegate::screen_sim`, also `facegate film-screen`): the picture on a grid of RGB
 ///   sub-pixel stripes, filmed tilted by 2 degrees with 1.4 screen pixels per
 ///   camera pixel, through a sharp (blur 0.15 px) or a soft (0.35 px) lens,
 ///   so that the screen's grid reaches the camera as a moiré, or not, as it
@@ -631,7 +631,7 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
 /// these do not have. Scored by the passive models and the screen-grid cue
 /// against the same frames as bona fide.
 fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
-    use crate::screen_sim::{film_screen, Capture};
+    use facegate::screen_sim::{film_screen, Capture};
     let Some((dir, _)) = &src.footage else { return Ok(None) };
     let work = src.out.join("replays");
     let _ = std::fs::remove_dir_all(&work);

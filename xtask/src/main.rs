@@ -19,7 +19,6 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod eval;
-mod screen_sim;
 
 /// Today's date (UTC) for reports, from `date`.
 fn today() -> String {

@@ -1,5 +1,5 @@
 //! A physical simulation of filming a screen, for the eval's synthetic
-//! screen replays: the frame is shown on a grid of red, green and blue
+//! screen replays and the browser test of the screen cue: the frame is shown on a grid of red, green and blue
 //! sub-pixel stripes with a dark gap between rows (the black matrix), and a
 //! camera looks at it slightly tilted, each of its pixels covering more than
 //! one screen pixel, through a lens that blurs by `blur_px` of its own
