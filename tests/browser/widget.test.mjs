@@ -139,53 +139,49 @@ test('real face footage: detected and tracked through the worker, the server dec
   }
 });
 
-test('a real person performing the steps passes the challenge, whatever the seed', { timeout: FLOW_MS + 30000 }, async () => {
-  const { browser, page } = await launch({ video: performer });
+// The whole flow with `video` as the camera and the performer's ID photo:
+// the widget's end state, what it recorded, and the signed result.
+async function performerFlow(video) {
+  const { browser, page } = await launch({ video });
   try {
     await recordWidget(page);
     await page.goto(demoUrl(server.origin, 'performer-id.png'));
     const end = await widgetState(page, ['done', 'error'], FLOW_MS);
     const seen = await page.evaluate(() => window.__facegate);
-    const r = seen.result?.result?.result;
     assert.equal(end.state, 'done', JSON.stringify(end));
-    assert.equal(end.result, 'pass', JSON.stringify({ decision: seen.result?.answer, transcript: r?.active_liveness?.transcript, steps: r?.active_liveness?.steps }));
-    // the transcript performs the seed's steps in order
-    assert.deepEqual(r.active_liveness.transcript.map((s) => s.step), r.active_liveness.steps);
-    // a real camera's frames of a real face: no screen's pixel grid
-    assert.ok(r.screen_grid < 2.2, `screen cue ${r.screen_grid}`);
-    assert.equal((await sessionRecord(r.session_id)).decision, 'pass');
+    return { end, seen, r: seen.result?.result?.result };
   } finally {
     await browser.close();
   }
+}
+
+test('a real person performing the steps passes the challenge, whatever the seed', { timeout: FLOW_MS + 30000 }, async () => {
+  const { end, seen, r } = await performerFlow(performer);
+  assert.equal(end.result, 'pass', JSON.stringify({ decision: seen.result?.answer, transcript: r?.active_liveness?.transcript, steps: r?.active_liveness?.steps }));
+  // the transcript performs the seed's steps in order
+  assert.deepEqual(r.active_liveness.transcript.map((s) => s.step), r.active_liveness.steps);
+  // a real camera's frames of a real face: no screen's pixel grid
+  assert.ok(r.screen_grid < 2.2, `screen cue ${r.screen_grid}`);
+  assert.equal((await sessionRecord(r.session_id)).decision, 'pass');
 });
 
 test('the same person replayed on a screen filmed sharply is refused by the screen cue', { timeout: FLOW_MS + 30000 }, async () => {
-  const { browser, page } = await launch({ video: filmedPerformer });
-  try {
-    await recordWidget(page);
-    await page.goto(demoUrl(server.origin, 'performer-id.png'));
-    const end = await widgetState(page, ['done', 'error'], FLOW_MS);
-    const seen = await page.evaluate(() => window.__facegate);
-    const r = seen.result?.result?.result;
-    assert.equal(end.state, 'done', JSON.stringify(end));
-    const summary = JSON.stringify({ end, steps: r?.active_liveness?.steps, transcript: r?.active_liveness?.transcript, screen_grid: r?.screen_grid, passive: r?.passive_liveness });
-    // the cue, computed in the worker's wasm on the filmed frames, is signed
-    // into the result above its threshold
-    assert.ok(r.screen_grid >= 2.2, summary);
-    assert.equal(end.result, 'fail', summary);
-    // The replay performs the steps (in 4 of 5 runs here; in the fifth a
-    // step timed out on the filmed frames): then only the liveness signals
-    // stop it. MiniFASNet passes most such frames (README
-    // "Accuracy"); if it does not here, it is the reason given first.
-    if (r.active_liveness.transcript.length === r.active_liveness.steps.length) {
-      assert.match(end.reason, /^(screen_replay_suspected|liveness_failed)$/, summary);
-    }
-    const record = await sessionRecord(r.session_id);
-    assert.equal(record.decision, 'fail');
-    assert.equal(record.reason, end.reason);
-  } finally {
-    await browser.close();
+  const { end, r } = await performerFlow(filmedPerformer);
+  const summary = JSON.stringify({ end, steps: r?.active_liveness?.steps, transcript: r?.active_liveness?.transcript, screen_grid: r?.screen_grid, passive: r?.passive_liveness });
+  // the cue, computed in the worker's wasm on the filmed frames, is signed
+  // into the result above its threshold
+  assert.ok(r.screen_grid >= 2.2, summary);
+  assert.equal(end.result, 'fail', summary);
+  // The replay performs the steps (in 4 of 5 runs here; in the fifth a
+  // step timed out on the filmed frames): then only the liveness signals
+  // stop it. MiniFASNet passes most such frames (README
+  // "Accuracy"); if it does not here, it is the reason given first.
+  if (r.active_liveness.transcript.length === r.active_liveness.steps.length) {
+    assert.match(end.reason, /^(screen_replay_suspected|liveness_failed)$/, summary);
   }
+  const record = await sessionRecord(r.session_id);
+  assert.equal(record.decision, 'fail');
+  assert.equal(record.reason, end.reason);
 });
 
 test('a still photograph as the camera never passes the active challenge', { timeout: FLOW_MS + 30000 }, async () => {
