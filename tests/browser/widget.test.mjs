@@ -58,16 +58,19 @@ function filmedOffAScreen(dir, video) {
 // faces the camera for 0.6 s (frames of the same clip with no blink or
 // turn), as a user does while reading the next instruction (the challenge
 // once required such a rest; it no longer does, but the pause keeps each
-// turn from starting mid-swing of the previous one). The ID photo is a
-// frontal frame of the same clip.
+// turn from starting mid-swing of the previous one). Both turns to the
+// left are the clip's turn at 0.8-1.9 s (15-18 degrees on the session's
+// detector-anchored meshes): its other one, at 6.0-7.32 s, reads 13-15,
+// at the 12-degree threshold, and failed the flow once when the challenge's
+// starting pose was taken a little to the left. The ID photo is a frontal
+// frame of the same clip.
 function performerClip(dir) {
   const input = path.join(footage, '05_bf_liveportrait_d12.mp4');
   const blink = [4.75, 5.95];
   const rest = [4.1, 4.7];
   const left = [0.8, 1.9];
   const right = [2.5, 3.65];
-  const left2 = [6.0, 7.32];
-  const parts = [blink, rest, left, rest, right, blink, rest, left2, rest, right, blink];
+  const parts = [blink, rest, left, rest, right, blink, rest, left, rest, right, blink];
   const trims = parts.map(([a, b], i) => `[0:v]trim=${a}:${b},setpts=PTS-STARTPTS[p${i}]`).join(';');
   const out = path.join(dir, 'performer.y4m');
   const filter = `${trims};${parts.map((_, i) => `[p${i}]`).join('')}concat=n=${parts.length}:v=1:a=0,scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,fps=15[v]`;
