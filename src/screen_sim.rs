@@ -21,6 +21,15 @@ pub struct Capture {
     pub blur_px: f32,
 }
 
+impl Capture {
+    /// A phone held up to the camera as the eval and the browser test film
+    /// it: 1.4 screen pixels per camera pixel, tilted by 2 degrees, through a
+    /// lens of the given blur (0.15 sharp, 0.35 soft).
+    pub fn held_up(blur_px: f32) -> Capture {
+        Capture { screen_px_per_camera_px: 1.4, tilt_deg: 2.0, blur_px }
+    }
+}
+
 /// Sub-pixels per screen pixel along x (R, G, B stripes) and rows per
 /// screen pixel along y, the last row dimmed as the black matrix.
 const SUB: usize = 3;

@@ -73,15 +73,11 @@ enum Cmd {
         frames: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// Lens blur in camera pixels (sigma): 0.15 sharp, 0.35 soft.
+        /// Lens blur in camera pixels (sigma): 0.15 sharp, 0.35 soft. The
+        /// screen is held up as in the eval (Capture::held_up: 1.4 screen
+        /// pixels per camera pixel, tilted 2 degrees).
         #[arg(long, default_value_t = 0.15)]
         blur_px: f32,
-        /// Screen pixels per camera pixel.
-        #[arg(long, default_value_t = 1.4)]
-        screen_px_per_camera_px: f32,
-        /// Tilt of the screen against the camera, degrees.
-        #[arg(long, default_value_t = 2.0)]
-        tilt_deg: f32,
     },
     /// Write the aligned crop of the largest face (what the embedding model sees).
     Align {
@@ -277,9 +273,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             print(v, *json);
         }
-        Cmd::FilmScreen { frames, out, blur_px, screen_px_per_camera_px, tilt_deg } => {
+        Cmd::FilmScreen { frames, out, blur_px } => {
             use facegate::screen_sim::{film_screen, Capture};
-            let capture = Capture { screen_px_per_camera_px: *screen_px_per_camera_px, tilt_deg: *tilt_deg, blur_px: *blur_px };
+            let capture = Capture::held_up(*blur_px);
             std::fs::create_dir_all(out).map_err(|e| FacegateError::Io { path: out.display().to_string(), reason: e.to_string() })?;
             for (i, f) in frames.iter().enumerate() {
                 let name = f.file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("frame{i}"));
@@ -407,10 +403,9 @@ fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Valu
     for r in rows {
         let (file, label) = (r.get(cf).cloned().unwrap_or_default(), r.get(cl).cloned().unwrap_or_default());
         let bona_fide = label == "bona_fide";
-        let img = read_image_file(&dir.join(&file));
-        match img.as_ref().map_err(|e| e.to_string()).and_then(|img| p.passive_liveness(img).map_err(|e| e.to_string())) {
-            Ok((face, s)) => {
-                let grid = img.as_ref().ok().and_then(|img| screen_grid_score(img, face.detection.bbox));
+        let scores = read_image_file(&dir.join(&file)).and_then(|img| p.passive_liveness(&img).map(|(face, s)| (s, screen_grid_score(&img, face.detection.bbox))));
+        match scores {
+            Ok((s, grid)) => {
                 scored.push((s as f64, bona_fide));
                 // the cue is high for screens: its metrics are on the negated cue
         // (accepted when -cue >= -threshold), as pad_metrics counts accepts
@@ -420,7 +415,7 @@ fn liveness_set(p: &Pipeline, csv: &Path, dir: &Path) -> Result<serde_json::Valu
                 both.push((s as f64 >= threshold && grid.is_none_or(|g| (g as f64) < grid_threshold), bona_fide));
                 out.push(json!({"file": file, "label": label, "score": s, "screen_grid": grid}));
             }
-            Err(e) => out.push(json!({"file": file, "label": label, "score": null, "error": e})),
+            Err(e) => out.push(json!({"file": file, "label": label, "score": null, "error": e.to_string()})),
         }
     }
     let rate = |bona: bool, accepted: bool| {

@@ -649,7 +649,7 @@ fn screen_replays(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
     let screen = "eq=saturation=1.25:gamma=1.08";
     let moire = "geq=lum='clip(lum(X,Y)*(1+0.09*sin(2.3*X)*sin(2.3*Y))+70*exp(-(pow(X-0.7*W,2)+pow(Y-0.28*H,2))/(2*pow(0.13*W,2))),0,255)':cb='cb(X,Y)':cr='cr(X,Y)'";
     let in_hand = "pad=iw+24:ih+44:12:22:color=0x0c0c0c,pad=trunc(iw/0.6/2)*2:trunc(ih/0.6/2)*2:(ow-iw)/2:(oh-ih)/2:color=0x6a6258,rotate=0.06:fillcolor=0x6a6258";
-    let filmed = |blur_px| Render::Filmed(Capture { screen_px_per_camera_px: 1.4, tilt_deg: 2.0, blur_px });
+    let filmed = |blur_px| Render::Filmed(Capture::held_up(blur_px));
     let kinds = [
         ("phone in view, moiré and glare", Render::Filter(format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{moire},{in_hand}"))),
         ("phone in view", Render::Filter(format!("{screen},scale=trunc(iw*0.6/2)*2:-2,{in_hand}"))),
