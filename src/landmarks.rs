@@ -80,6 +80,17 @@ pub struct FaceTrack {
 }
 
 impl FaceMesh {
+    /// Whether part of the face lies beyond the image's left or right edge.
+    /// The mesh then guesses the missing side, and its yaw with it: a photo
+    /// whose face the frame's edge cut read 12-14 degrees of "turn" while
+    /// the whole face read 2 (eval's shaken obama_partial_face2). Only the
+    /// sides count: a chin or forehead cut off by a phone held close leaves
+    /// both eyes and the face's symmetry in view.
+    pub fn cut_off_at_side(&self, image_width: f32) -> bool {
+        let e = self.extent();
+        e[0] < 0.0 || e[0] + e[2] > image_width
+    }
+
     /// `[x, y, w, h]` of the mesh points.
     pub fn extent(&self) -> [f32; 4] {
         let (mut lo, mut hi) = ([f32::MAX; 2], [f32::MIN; 2]);

@@ -75,7 +75,12 @@ const MESH_PRESENCE_MIN: f32 = 0.5;
 #[derive(Debug, Clone, Serialize)]
 pub struct FrameUpdate {
     pub faces: Vec<FaceReport>,
+    /// The frame's pose/eye sample when it counted towards the challenge:
+    /// exactly one face in view, not cut off at the frame's side.
     pub sample: Option<TrackSample>,
+    /// The followed face reaches past the frame's left or right edge, so the
+    /// frame did not count (the widget asks the user to move into view).
+    pub face_cut_off: bool,
     pub current_step: Option<Step>,
     pub passed: Vec<StepPassed>,
     pub failure: Option<String>,
@@ -197,7 +202,7 @@ impl DeviceSession {
             mesh = mesh_of(&faces)?;
         }
         let detected = followed.is_none();
-        let mut update = FrameUpdate { faces, sample: None, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
+        let mut update = FrameUpdate { faces, sample: None, face_cut_off: false, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
         if let (Some(face), Some(mesh)) = (largest_report(&update.faces), mesh) {
             let det = face.detection.clone();
             let one_face = update.faces.len() == 1;
@@ -211,12 +216,16 @@ impl DeviceSession {
                 None => Some((FaceTrack::anchor(&det, &mesh), 1)),
             };
             let sample = TrackSample { t_ms, yaw: mesh.pose.yaw, pitch: mesh.pose.pitch, left_openness: mesh.eyes.left_openness, right_openness: mesh.eyes.right_openness };
-            if one_face && !progress.is_complete() {
-                // several faces in view: nothing counts until only one is left
-                progress.push(&sample);
-                self.track.push(sample);
+            update.face_cut_off = mesh.cut_off_at_side(img.width() as f32);
+            // several faces in view: nothing counts until only one is left;
+            // a face cut off at the side has a guessed yaw
+            if one_face && !update.face_cut_off {
+                if !progress.is_complete() {
+                    progress.push(&sample);
+                    self.track.push(sample);
+                }
+                update.sample = Some(sample);
             }
-            update.sample = Some(sample);
             if let Some(l) = p.liveness.as_ref().filter(|_| detected) {
                 let s = l.score(img, &det)?;
                 self.passive.push(s);
@@ -227,7 +236,7 @@ impl DeviceSession {
                 self.screen_grid.extend(update.screen_grid);
             }
             if let Some(reference) = reference.filter(|_| detected) {
-                if sample.yaw.abs() <= MATCH_MAX_YAW && one_face {
+                if sample.yaw.abs() <= MATCH_MAX_YAW && one_face && !update.face_cut_off {
                     let embedder = p.embedder()?;
                     let crop = embedder.align(img, &det.landmarks);
                     let e = embedder.embed_aligned(&crop)?;

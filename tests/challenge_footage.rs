@@ -156,28 +156,20 @@ fn mesh_following_the_face_agrees_with_the_detector() {
     let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
 }
 
-/// The eval's tilted-photo attack (xtask/src/eval.rs, attack_filter
-/// "tilted": the photo swung about its vertical axis, one cycle in 3 s, at
-/// 15 fps) on the still that once faked a turn: under the session schedule
-/// the mesh followed between detections drifted to 13 degrees of yaw while
-/// the photo swung back to flat (the detector's mesh read 2), until a
-/// followed mesh whose yaw jumps was checked against the detector.
-#[test]
-fn a_photo_swung_about_its_vertical_axis_performs_no_step_in_a_session() {
+/// The still that once faked a turn, presented as the eval's photo attacks
+/// present it (xtask/src/eval.rs, `attack_filter`: 3 s at 15 fps through an
+/// ffmpeg filter), tracked by a DeviceSession: the challenge samples it
+/// counted and the events they contain.
+fn photo_attack_in_session(tag: &str, filter: &str) -> (usize, facegate::challenge::TrackEvents, Vec<f32>) {
     use facegate::session::{DeviceSession, SessionConfig};
     let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
     let still = clip().with_file_name("obama_partial_face2.jpg");
-    let dir = std::env::temp_dir().join(format!("facegate-tilted-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("facegate-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = ("max(0,sin(2*PI*on/45))", "max(0,-sin(2*PI*on/45))");
-    let tilt = format!(
-        "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,perspective=x0='W*0.18*{a}':y0='H*0.1*{a}':x1='W-W*0.18*{b}':y1='H*0.1*{b}':\
-         x2='W*0.18*{a}':y2='H-H*0.1*{a}':x3='W-W*0.18*{b}':y3='H-H*0.1*{b}':sense=destination:eval=frame"
-    );
     let status = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-loop", "1", "-framerate", "15", "-t", "3", "-i"])
         .arg(&still)
-        .args(["-vf", &tilt])
+        .args(["-vf", filter])
         .arg(dir.join("f_%04d.png"))
         .status()
         .expect("ffmpeg is installed by `cargo xtask test`");
@@ -187,7 +179,7 @@ fn a_photo_swung_about_its_vertical_axis_performs_no_step_in_a_session() {
     assert_eq!(files.len(), 45);
     let mut session = DeviceSession::new().unwrap();
     let config = SessionConfig {
-        session_id: "sess_tilted".into(),
+        session_id: format!("sess_{tag}"),
         nonce: "00".into(),
         challenge_seed: "00".repeat(16),
         transform_key: "cd".repeat(32),
@@ -202,8 +194,38 @@ fn a_photo_swung_about_its_vertical_axis_performs_no_step_in_a_session() {
         let update = session.push_frame(&p, None, &read_image_file(f).unwrap(), i as u32 * 1000 / 15).unwrap();
         samples.extend(update.sample);
     }
-    assert!(samples.len() >= 40, "face followed in {} of 45 frames", samples.len());
-    let events = facegate::challenge::events(&samples);
-    assert_eq!(events, facegate::challenge::TrackEvents::default(), "yaw {:?}", samples.iter().map(|s| s.yaw.round()).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
+    (samples.len(), facegate::challenge::events(&samples), samples.iter().map(|s| s.yaw.round()).collect())
+}
+
+/// The tilted attack (the photo swung about its vertical axis, one cycle in
+/// 3 s): under the session schedule the mesh followed between detections
+/// drifted to 13 degrees of yaw while the photo swung back to flat (the
+/// detector's mesh read 2), until a followed mesh whose yaw jumps was
+/// checked against the detector.
+#[test]
+fn a_photo_swung_about_its_vertical_axis_performs_no_step_in_a_session() {
+    let (a, b) = ("max(0,sin(2*PI*on/45))", "max(0,-sin(2*PI*on/45))");
+    let tilt = format!(
+        "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,perspective=x0='W*0.18*{a}':y0='H*0.1*{a}':x1='W-W*0.18*{b}':y1='H*0.1*{b}':\
+         x2='W*0.18*{a}':y2='H-H*0.1*{a}':x3='W-W*0.18*{b}':y3='H-H*0.1*{b}':sense=destination:eval=frame"
+    );
+    let (counted, events, yaw) = photo_attack_in_session("tilted", &tilt);
+    assert!(counted >= 40, "face followed in {counted} of 45 frames");
+    assert_eq!(events, facegate::challenge::TrackEvents::default(), "yaw {yaw:?}");
+}
+
+/// The shaken attack (in-plane rotation and sway): the sway pushes the
+/// face, already cut by the photo's own edge, past the frame's side, where
+/// the mesh guessed the missing half at 12-14 degrees of yaw (one step in
+/// the eval before). Those frames do not count; the rest still do.
+#[test]
+fn a_shaken_photo_cut_off_by_the_frame_performs_no_step_in_a_session() {
+    let shake = "pad=iw*1.4:ih*1.4:(ow-iw)/2:(oh-ih)/2:color=gray,rotate='0.12*sin(2*PI*t*1.3)':fillcolor=gray,\
+                 crop=iw*0.9:ih*0.9:'iw*0.05+iw*0.04*sin(2*PI*t*0.9)':'ih*0.05+ih*0.03*cos(2*PI*t*1.1)'";
+    let (counted, events, yaw) = photo_attack_in_session("shaken", shake);
+    // the mesh reaches past the frame's right edge in about two thirds of
+    // the frames (it completes the half face beyond the photo's edge too)
+    assert!((10..=35).contains(&counted), "{counted} of 45 frames counted: the frames cut off at the side must not, the others must");
+    assert_eq!(events, facegate::challenge::TrackEvents::default(), "yaw {yaw:?}");
 }

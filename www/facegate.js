@@ -15,8 +15,12 @@ import { translate, pickLanguage, STRINGS } from './i18n.js';
 
 export const WIDGET_VERSION = 'facegate-widget/0.1.0';
 
-// Frames of a good, centred face in a row before the challenge starts.
+// Frames of a good, centred face in a row before the challenge starts, and
+// how far their head pose may differ: the challenge takes its first frames
+// as the frontal pose every turn is measured from, so it starts on a face
+// held still, not on one passing the front in mid-turn.
 const GOOD_FRAMES_TO_START = 4;
+const STEADY_YAW_DEG = 5;
 // Give up looking for a usable face after this long (selfie stage).
 const SELFIE_TIMEOUT_MS = 45000;
 // The core enforces 10 s per step on the frames it sees; this outer limit
@@ -441,18 +445,20 @@ export class FaceVerifyElement extends HTMLElement {
     if ((await this.cameras()).length > 1) {
       b.querySelector('#controls').append(this.button(this.t('selfie_switch_camera'), 'secondary', () => this.switchCamera()));
     }
-    let good = 0;
+    // yaw of the good frames in a row so far
+    let good = [];
     const deadline = performance.now() + SELFIE_TIMEOUT_MS;
     this.frameLoop('selfie', async (bitmap) => {
       const report = await this.call('analyze', { bitmap }, [bitmap]);
       const hint = this.hintFor(report.faces);
       this.$('svg.overlay').dataset.good = String(!hint);
-      good = hint ? 0 : good + 1;
+      good = hint ? [] : [...good, report.faces[0].quality.yaw].slice(-GOOD_FRAMES_TO_START);
+      const steady = good.length >= GOOD_FRAMES_TO_START && Math.max(...good) - Math.min(...good) <= STEADY_YAW_DEG;
       this.say(hint ? this.t(hint) : this.t('hint_hold_still'));
       // challenge() stops this loop first, so the loop's own error handling
       // no longer applies: its failures (device key refused, eye model
       // tampered) are reported here
-      if (good >= GOOD_FRAMES_TO_START) return this.challenge().catch((e) => this.fail(e.code || 'internal', e.message));
+      if (steady) return this.challenge().catch((e) => this.fail(e.code || 'internal', e.message));
       if (performance.now() > deadline) this.fail('no_face_found');
     });
   }
@@ -558,7 +564,8 @@ export class FaceVerifyElement extends HTMLElement {
       const left = Math.max(0, STEP_LIMIT_MS - (performance.now() - stepStarted));
       list.querySelector('.timer > div').style.width = `${(100 * left) / STEP_LIMIT_MS}%`;
       this.$('#time-left').textContent = this.t('challenge_time_left', { seconds: Math.ceil(left / 1000) });
-      const hint = u.faces.length === 0 ? 'hint_no_face' : u.faces.length > 1 ? 'hint_several_faces' : null;
+      // frames that do not count towards the challenge say why
+      const hint = u.faces.length === 0 ? 'hint_no_face' : u.faces.length > 1 ? 'hint_several_faces' : u.face_cut_off ? 'hint_face_cut_off' : null;
       this.say(hint ? this.t(hint) : current ? this.t(`step_${current}`) : this.t('step_done'));
       if (u.complete || u.failure) await finish();
     });

@@ -561,8 +561,8 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
                 let update = session.push_frame(p, None, &img, t_ms)?;
                 passive_scores.extend(update.passive_liveness);
                 screen_grid.extend(update.screen_grid);
-                // frames with several faces never count towards a challenge
-                update.sample.filter(|_| update.faces.len() == 1)
+                // only frames that count towards a challenge (one face, in view)
+                update.sample
             }
             None => match p.track_sample(&img, t_ms)? {
                 Some((det, _, s)) => {
