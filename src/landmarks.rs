@@ -256,4 +256,15 @@ mod tests {
         assert!((b[0] - (m[0] + 10.0 * m[2] / e[2])).abs() < 1e-2, "left edge keeps its offset: {b:?}");
         assert_eq!(track.detection().landmarks, moved.five_points());
     }
+
+    #[test]
+    fn a_face_past_the_left_or_right_edge_is_cut_off_one_past_the_top_or_bottom_is_not() {
+        // the point cloud reaches 88 px left and right of its centre, 114 up and down
+        let inside = mesh_at([200.0, 150.0], 1.0);
+        assert!(!inside.cut_off_at_side(400.0));
+        assert!(inside.cut_off_at_side(280.0), "past the right edge");
+        assert!(mesh_at([80.0, 150.0], 1.0).cut_off_at_side(400.0), "past the left edge");
+        // chin or forehead beyond the frame: the face's sides are in view
+        assert!(!mesh_at([200.0, 60.0], 1.0).cut_off_at_side(400.0));
+    }
 }
