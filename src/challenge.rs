@@ -329,11 +329,33 @@ pub struct ChallengeProgress {
     blink: BlinkDetector,
     #[serde(skip)]
     last_t_ms: Option<u32>,
+    /// The latest frame's yaw, for the user's guidance.
+    #[serde(skip)]
+    last_yaw: Option<f32>,
 }
 
 impl ChallengeProgress {
     pub fn new(steps: Vec<Step>) -> Self {
-        ChallengeProgress { steps, passed: Vec::new(), failure: None, baseline: Vec::new(), step_started_ms: None, waiting_for_return: false, blink: BlinkDetector::default(), last_t_ms: None }
+        ChallengeProgress { steps, passed: Vec::new(), failure: None, baseline: Vec::new(), step_started_ms: None, waiting_for_return: false, blink: BlinkDetector::default(), last_t_ms: None, last_yaw: None }
+    }
+
+    /// How far the head is turned towards the current turn step's side, as
+    /// a fraction of the turn the step needs (1 and above: enough; negative:
+    /// turned the other way), at the latest frame. None when the current
+    /// step is not a turn, the starting pose is not fixed yet, or the head
+    /// must first come back to the front. Guidance only: whether the step
+    /// passed is decided in `push`.
+    pub fn turn_progress(&self) -> Option<f32> {
+        let step = self.current_step().filter(|s| *s != Step::Blink)?;
+        let from_baseline = self.last_yaw? - self.baseline_yaw()?;
+        (!self.waiting_for_return).then(|| from_baseline * step.yaw_direction() / TURN_DEG)
+    }
+
+    /// After a passed turn the next step counts only once the head is back
+    /// near the starting pose: true while it is not yet (the widget asks
+    /// the user to face the camera again).
+    pub fn waiting_for_front(&self) -> bool {
+        self.waiting_for_return && self.current_step().is_some()
     }
 
     pub fn current_step(&self) -> Option<Step> {
@@ -366,6 +388,7 @@ impl ChallengeProgress {
             return;
         }
         self.last_t_ms = Some(s.t_ms);
+        self.last_yaw = Some(s.yaw);
         let started = *self.step_started_ms.get_or_insert(s.t_ms);
         let Some(step) = self.current_step() else { return };
         if s.t_ms.saturating_sub(started) > STEP_TIME_LIMIT_MS {
@@ -540,6 +563,32 @@ mod tests {
         assert!(progress.is_complete(), "{:?}", progress.passed);
         let e = events(&track);
         assert_eq!(e.turns.iter().map(|t| t.step).collect::<Vec<_>>(), vec![Step::TurnLeft, Step::TurnRight]);
+    }
+
+    #[test]
+    fn guidance_says_how_far_the_turn_is_and_when_to_face_the_front_again() {
+        let mut progress = ChallengeProgress::new(vec![Step::TurnLeft, Step::TurnRight]);
+        assert_eq!(progress.turn_progress(), None, "no starting pose yet");
+        let yaws = [0.0, 0.0, 0.0, -6.0, 6.0, 13.0, 9.0, 3.0];
+        let mut seen = Vec::new();
+        for (i, &y) in yaws.iter().enumerate() {
+            progress.push(&sample(i as u32 * 66, y, 0.9));
+            seen.push((progress.turn_progress(), progress.waiting_for_front()));
+        }
+        let half = |p: Option<f32>| p.map(|p| (p * 2.0).round() / 2.0);
+        // the starting pose is fixed on the third frame; turned the other
+        // way by half the turn, then the right way by half, then enough
+        assert_eq!(half(seen[2].0), Some(0.0));
+        assert_eq!(half(seen[3].0), Some(-0.5));
+        assert_eq!(half(seen[4].0), Some(0.5));
+        // passed: the head must come back before the next turn's progress shows
+        assert_eq!(progress.passed.len(), 1);
+        assert_eq!(seen[5], (None, true));
+        assert_eq!(seen[6], (None, true));
+        // back within 6 degrees: 3 degrees to the user's left is a quarter
+        // of the turn to the right the wrong way
+        assert_eq!(seen[7].1, false);
+        assert!((seen[7].0.unwrap() + 0.25).abs() < 1e-6, "{:?}", seen[7]);
     }
 
     #[test]

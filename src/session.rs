@@ -81,6 +81,12 @@ pub struct FrameUpdate {
     /// The followed face reaches past the frame's left or right edge, so the
     /// frame did not count (the widget asks the user to move into view).
     pub face_cut_off: bool,
+    /// Guidance for the current turn step (`ChallengeProgress::turn_progress`):
+    /// the fraction of the needed turn reached, negative the other way.
+    pub turn_progress: Option<f32>,
+    /// A turn passed and the head is not back at the front yet, so the next
+    /// step does not count yet (the widget asks the user to face the camera).
+    pub waiting_for_front: bool,
     pub current_step: Option<Step>,
     pub passed: Vec<StepPassed>,
     pub failure: Option<String>,
@@ -202,7 +208,7 @@ impl DeviceSession {
             mesh = mesh_of(&faces)?;
         }
         let detected = followed.is_none();
-        let mut update = FrameUpdate { faces, sample: None, face_cut_off: false, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
+        let mut update = FrameUpdate { faces, sample: None, face_cut_off: false, turn_progress: None, waiting_for_front: false, current_step: None, passed: Vec::new(), failure: None, complete: false, passive_liveness: None, screen_grid: None };
         if let (Some(face), Some(mesh)) = (largest_report(&update.faces), mesh) {
             let det = face.detection.clone();
             let one_face = update.faces.len() == 1;
@@ -249,6 +255,8 @@ impl DeviceSession {
             }
         }
         update.current_step = progress.current_step();
+        update.turn_progress = progress.turn_progress();
+        update.waiting_for_front = progress.waiting_for_front();
         update.passed = progress.passed.clone();
         update.failure = progress.failure.as_ref().map(|f| f.code().to_string());
         update.complete = progress.is_complete();

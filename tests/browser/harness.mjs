@@ -157,8 +157,15 @@ export async function widgetState(page, states, timeout) {
 // Records every state the widget goes through and the facegate-result event.
 export async function recordWidget(page) {
   await page.addInitScript(() => {
-    window.__facegate = { states: [], result: null };
+    window.__facegate = { states: [], result: null, guidance: [] };
     document.addEventListener('facegate-state', (e) => window.__facegate.states.push(e.detail.state));
+    // the challenge's guidance hints, in the order they first appeared
+    new MutationObserver((changes) => {
+      for (const c of changes) {
+        const key = c.target.dataset.guidance;
+        if (key && !window.__facegate.guidance.includes(key)) window.__facegate.guidance.push(key);
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-guidance'] });
     document.addEventListener('facegate-result', (e) => {
       window.__facegate.result = e.detail;
     });

@@ -163,6 +163,10 @@ test('a real person performing the steps passes the challenge, whatever the seed
   assert.equal(end.result, 'pass', JSON.stringify({ decision: seen.result?.answer, transcript: r?.active_liveness?.transcript, steps: r?.active_liveness?.steps }));
   // the transcript performs the seed's steps in order
   assert.deepEqual(r.active_liveness.transcript.map((s) => s.step), r.active_liveness.steps);
+  // after a turn that is not the last step, the widget asked the user to
+  // face the camera again before the next step could count
+  const steps = r.active_liveness.steps;
+  if (steps.slice(0, -1).some((s) => s !== 'blink')) assert.ok(seen.guidance.includes('hint_face_front'), JSON.stringify({ steps, guidance: seen.guidance }));
   // a real camera's frames of a real face: no screen's pixel grid
   assert.ok(r.screen_grid < 2.2, `screen cue ${r.screen_grid}`);
   assert.equal((await sessionRecord(r.session_id)).decision, 'pass');

@@ -101,6 +101,12 @@ test('a device session in wasm: still frames never pass the challenge; result is
   assert.equal(last.faces.length, 1);
   assert.equal(last.passed.length, 0, 'a still photo performs no step');
   assert.equal(last.complete, false);
+  // the guidance the widget shows: the whole face in view, a turn step not
+  // begun (a still photo does not turn), nothing to come back from
+  assert.equal(last.face_cut_off, false);
+  assert.equal(last.waiting_for_front, false);
+  if (steps[0] === 'blink') assert.equal(last.turn_progress, null);
+  else assert.ok(Math.abs(last.turn_progress) < 0.25, String(last.turn_progress));
   const wire = gate.finishChallenge('test', Date.now());
   const signed = JSON.parse(wire);
   assert.equal(signed.result.device_public_key, pk);
