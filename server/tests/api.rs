@@ -7,7 +7,7 @@ use facegate::challenge::{steps_for_seed, synthetic_track, Step, verify_track};
 use facegate::signed::{ActiveLiveness, ClientDecision, DeviceKey, VerificationResult, PROTOCOL_VERSION};
 use facegate::template::TransformKey;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const API_KEY: &str = "test-api-key-0123456789";
@@ -41,23 +41,42 @@ fn start_with(db: Option<&str>, tag: &str, extra: &[&str]) -> Server {
     let dir = std::env::temp_dir().join(format!("facegate-server-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = db.map(str::to_string).unwrap_or_else(|| dir.join("facegate.db").display().to_string());
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_facegate-server"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", &db])
-        .args(extra)
-        .env("FACEGATE_API_KEY", API_KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Server { child, base, db, _dir: dir };
+    // A free port can be taken by another test's server or database before
+    // this one binds it, and a connect would then succeed to the wrong
+    // process: the server is up when its own log says it listens, and a
+    // lost port is tried again with another.
+    for _attempt in 0..5 {
+        let port = free_port();
+        let log_path = dir.join(format!("server-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_facegate-server"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--db", &db])
+            .args(extra)
+            .env("FACEGATE_API_KEY", API_KEY)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("server starts");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("\"listening\"") {
+                return Server { child, base, db, _dir: dir };
+            }
+            if child.try_wait().unwrap().is_some() {
+                if text.contains("Address already in use") {
+                    break;
+                }
+                panic!("server exited: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            panic!("server did not listen within 10 s: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
     }
-    panic!("server did not listen");
+    panic!("no free port after 5 tries");
 }
 
 /// (status, body) of a request; a refusal is a normal answer here.
