@@ -8,7 +8,7 @@
 //! answering "no duplicate" from stale memory.
 
 use crate::db::Db;
-use facegate::search::{pack, Bits, Hit, Probe, TemplateIndex, Thresholds};
+use facegate::search::{pack, Bits, Change, Hit, Probe, TemplateIndex, Thresholds};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +21,14 @@ pub const REVOCATION_LOG_MS: i64 = 2 * RELOAD_AFTER_MS;
 /// At most this many concurrent searches share one pass over the store.
 const MAX_BATCH: usize = 16;
 
+/// Work for the search thread: changes to apply (fetched from the
+/// database by an async task) and, usually, a search to answer after them.
+struct Job {
+    changes: Vec<Change>,
+    upto: i64,
+    search: Option<Request>,
+}
+
 /// A search waiting for the search thread.
 struct Request {
     probe: Box<Bits>,
@@ -29,42 +37,60 @@ struct Request {
     answer: tokio::sync::oneshot::Sender<Vec<Hit>>,
 }
 
-/// The thread that runs every search of this process. A scan of a large
-/// store takes milliseconds, mostly streaming the templates' first bits
-/// from memory, so it stays off the async workers, and the searches that
-/// arrive while one runs go together in the next pass
-/// (`TemplateIndex::search_batch`: measured 2.6 → 1.9 ms per search over
-/// a million templates in batches of 8, `cargo xtask bench-search`).
-fn spawn_search_thread(index: Arc<RwLock<TemplateIndex>>) -> std::sync::mpsc::Sender<Request> {
-    let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+/// The thread that changes and searches the index of this process. A scan
+/// of a large store takes milliseconds, mostly streaming the templates'
+/// first bits from memory, so it stays off the async workers, and the
+/// searches that arrive while one runs go together in the next pass
+/// (`TemplateIndex::search_batch`, `cargo xtask bench-search`). It also
+/// applies the changes each search brought from the database before that
+/// search runs: an async worker that took the index's write lock itself
+/// would stall, with every connection it serves, until the running pass
+/// let go of the read lock.
+fn spawn_search_thread(index: Arc<RwLock<TemplateIndex>>, applied: Arc<AtomicI64>) -> std::sync::mpsc::Sender<Job> {
+    let (jobs, incoming) = std::sync::mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("duplicate-search".into())
         .spawn(move || {
             while let Ok(first) = incoming.recv() {
                 let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
+                while batch.iter().filter(|j| j.search.is_some()).count() < MAX_BATCH {
                     match incoming.try_recv() {
-                        Ok(r) => batch.push(r),
+                        Ok(j) => batch.push(j),
                         Err(_) => break,
                     }
                 }
-                let probes: Vec<Probe> = batch.iter().map(|r| Probe { bits: &r.probe, thresholds: r.thresholds, except_subscriber: &r.except_subscriber }).collect();
+                let mut requests = Vec::new();
+                {
+                    let mut index = index.write().expect("index lock");
+                    for job in batch {
+                        index.apply(job.changes, job.upto);
+                        requests.extend(job.search);
+                    }
+                    applied.store(index.last_seq, Ordering::Release);
+                }
+                if requests.is_empty() {
+                    continue;
+                }
+                let probes: Vec<Probe> = requests.iter().map(|r| Probe { bits: &r.probe, thresholds: r.thresholds, except_subscriber: &r.except_subscriber }).collect();
                 let answers = index.read().expect("index lock").search_batch(&probes);
                 drop(probes);
-                for (request, (hits, _)) in batch.into_iter().zip(answers) {
+                for (request, (hits, _)) in requests.into_iter().zip(answers) {
                     // a request whose client went away has nobody to answer
                     let _ = request.answer.send(hits);
                 }
             }
         })
         .expect("a thread for the duplicate search");
-    requests
+    jobs
 }
 
 /// The index of one server process and how it keeps up with the database.
 pub struct TemplateSearch {
     index: Arc<RwLock<TemplateIndex>>,
-    requests: std::sync::mpsc::Sender<Request>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// The index's `last_seq`, readable without its lock: where the next
+    /// catch-up starts.
+    applied: Arc<AtomicI64>,
     synced_ms: AtomicI64,
     /// (transform key id, storage key id): only templates made and sealed
     /// under these compare.
@@ -79,7 +105,16 @@ impl TemplateSearch {
     /// Read every stored template; `thresholds` None: nothing is ever a duplicate.
     pub async fn load(db: &Db, keys: (String, String), thresholds: Option<Thresholds>) -> Result<TemplateSearch, sqlx::Error> {
         let index: Arc<RwLock<TemplateIndex>> = Arc::default();
-        let search = TemplateSearch { requests: spawn_search_thread(index.clone()), index, synced_ms: AtomicI64::new(0), keys, thresholds, reloading: Default::default() };
+        let applied: Arc<AtomicI64> = Arc::default();
+        let search = TemplateSearch {
+            jobs: spawn_search_thread(index.clone(), applied.clone()),
+            index,
+            applied,
+            synced_ms: AtomicI64::new(0),
+            keys,
+            thresholds,
+            reloading: Default::default(),
+        };
         search.reload(db).await?;
         let other_keys = db.templates_under_other_keys((&search.keys.0, &search.keys.1)).await?;
         if other_keys > 0 {
@@ -100,7 +135,12 @@ impl TemplateSearch {
         db.load_templates(upto, (&self.keys.0, &self.keys.1), |batch| fresh.apply(batch, i64::MIN)).await?;
         fresh.last_seq = upto;
         let (n, bytes) = (fresh.len(), fresh.len() * fresh.bytes_per_template());
-        *self.index.write().expect("index lock") = fresh;
+        {
+            // rare (start-up, a bulk load, a long outage): waits for a running pass
+            let mut index = self.index.write().expect("index lock");
+            *index = fresh;
+            self.applied.store(upto, Ordering::Release);
+        }
         self.synced_ms.store(crate::api::now_ms(), Ordering::Relaxed);
         tracing::info!(templates = n, bytes, ms = started.elapsed().as_millis() as u64, "duplicate search index loaded");
         Ok(())
@@ -111,35 +151,45 @@ impl TemplateSearch {
     /// or a bulk load of more changes than one answer should carry.
     fn needs_reload(&self, upto: i64) -> bool {
         let synced = self.synced_ms.load(Ordering::Relaxed);
-        synced == 0 || crate::api::now_ms() - synced > RELOAD_AFTER_MS || upto - self.index.read().expect("index lock").last_seq > crate::db::LOAD_BATCH
+        synced == 0 || crate::api::now_ms() - synced > RELOAD_AFTER_MS || upto - self.applied.load(Ordering::Acquire) > crate::db::LOAD_BATCH
     }
 
-    /// Bring the index up to date: one small query when nothing changed.
-    pub async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
+    /// The changes since the index's last one and the number the index is
+    /// up to once they are applied; a whole reload first when the index is
+    /// too far behind. The counter is read first, from the coordinator
+    /// alone: when nothing changed no shard is asked (a server that is up
+    /// to date still searches with a shard down), and every number up to
+    /// it has committed everywhere (`db::next_template_seq`).
+    async fn catch_up(&self, db: &Db) -> Result<(Vec<Change>, i64), sqlx::Error> {
         let now = crate::api::now_ms();
         let mut upto = db.template_seq().await?;
         if self.needs_reload(upto) {
             self.reload(db).await?;
             upto = db.template_seq().await?;
         }
-        let after = self.index.read().expect("index lock").last_seq;
-        if upto > after {
-            let changes = db.template_changes(after, upto, (&self.keys.0, &self.keys.1)).await?;
-            self.index.write().expect("index lock").apply(changes, upto);
-        }
+        // at most one load batch at a time: a store that grew by more
+        // meanwhile is caught up by the next search, never skipped over
+        let after = self.applied.load(Ordering::Acquire);
+        let upto = upto.min(after + crate::db::LOAD_BATCH);
+        let changes = if upto > after { db.template_changes(after, upto, (&self.keys.0, &self.keys.1)).await? } else { Vec::new() };
         self.synced_ms.store(now, Ordering::Relaxed);
-        Ok(())
+        Ok((changes, upto))
+    }
+
+    /// Bring the index up to date: one small query when nothing changed.
+    pub async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
+        let (changes, upto) = self.catch_up(db).await?;
+        self.jobs.send(Job { changes, upto, search: None }).map_err(|_| sqlx::Error::WorkerCrashed)
     }
 
     /// Stored templates of other subscribers within the duplicate threshold
     /// of `probe`, after catching up with the database.
     pub async fn duplicates(&self, db: &Db, probe: &[u8], except_subscriber: &str) -> Result<Vec<Hit>, sqlx::Error> {
         let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok(Vec::new()) };
-        self.sync(db).await?;
+        let (changes, upto) = self.catch_up(db).await?;
         let (answer, hits) = tokio::sync::oneshot::channel();
-        let request = Request { probe: Box::new(probe), thresholds, except_subscriber: except_subscriber.to_string(), answer };
-        self.requests.send(request).map_err(|_| sqlx::Error::WorkerCrashed)?;
+        let search = Request { probe: Box::new(probe), thresholds, except_subscriber: except_subscriber.to_string(), answer };
+        self.jobs.send(Job { changes, upto, search: Some(search) }).map_err(|_| sqlx::Error::WorkerCrashed)?;
         hits.await.map_err(|_| sqlx::Error::WorkerCrashed)
     }
 }
-
