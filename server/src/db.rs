@@ -383,7 +383,7 @@ impl Db {
     /// only, not across three more round trips, which bounded how many
     /// passing verifications could commit per second. The session update,
     /// the number and the template row commit together or not at all, as in
-    /// the transaction.
+    /// the transaction (a pass that stored no template fails as a whole).
     async fn decide_in_one_statement(&self, d: &Decision<'_>) -> Result<bool, sqlx::Error> {
         let base = sqlx::query(
             "WITH decided AS (
@@ -396,7 +396,10 @@ impl Db {
                 INSERT INTO face_templates (seq, session_id, subscriber_id, scheme, transform_key_id, storage_key_id, bits, created_ms)
                 SELECT last, $5, $7, $8, $9, $10, $11, $4 FROM numbered RETURNING seq
              )
-             SELECT (SELECT COUNT(*) FROM decided) AS decided, (SELECT COUNT(*) FROM stored) AS stored",
+             SELECT (SELECT COUNT(*) FROM decided) AS decided,
+                    -- a pass whose template was not stored (no counter row)
+                    -- divides by zero: the error rolls the whole statement back
+                    1 / ((SELECT COUNT(*) FROM stored) + CASE WHEN $6 AND EXISTS (SELECT 1 FROM decided) THEN 0 ELSE 1 END) AS stored_as_asked",
         )
         .bind(d.decision)
         .bind(d.reason)
@@ -417,13 +420,7 @@ impl Db {
             }
             None => base.bind(false).bind("").bind("").bind("").bind("").bind(Vec::<u8>::new()).fetch_one(&self.pool).await?,
         };
-        let (decided, stored): (i64, i64) = (row.try_get("decided")?, row.try_get("stored")?);
-        if decided == 1 && d.template.is_some() && stored != 1 {
-            // cannot happen while the counter row exists; never report a
-            // pass whose template was not stored
-            return Err(sqlx::Error::RowNotFound);
-        }
-        Ok(decided == 1)
+        Ok(row.try_get::<i64, _>("decided")? == 1)
     }
 
     /// The sealed evidence of a session and when it was stored.
