@@ -22,8 +22,10 @@ pub const REVOCATION_LOG_MS: i64 = 2 * RELOAD_AFTER_MS;
 const MAX_BATCH: usize = 16;
 
 /// Work for the search thread: changes to apply (fetched from the
-/// database by an async task) and, usually, a search to answer after them.
+/// database by an async task: every change numbered in (after, upto]) and,
+/// usually, a search to answer after them.
 struct Job {
+    after: i64,
     changes: Vec<Change>,
     upto: i64,
     search: Option<Request>,
@@ -34,7 +36,9 @@ struct Request {
     probe: Box<Bits>,
     thresholds: Thresholds,
     except_subscriber: String,
-    answer: tokio::sync::oneshot::Sender<Vec<Hit>>,
+    /// None: the index was replaced by an older whole reload after the
+    /// changes were fetched, so they do not follow on from it; fetch again.
+    answer: tokio::sync::oneshot::Sender<Option<Vec<Hit>>>,
 }
 
 /// The thread that changes and searches the index of this process. A scan
@@ -63,6 +67,16 @@ fn spawn_search_thread(index: Arc<RwLock<TemplateIndex>>, applied: Arc<AtomicI64
                 {
                     let mut index = index.write().expect("index lock");
                     for job in batch {
+                        // changes that start past the index's last one would
+                        // leave a gap (a reload put an older index in place
+                        // meanwhile): not applied, and the search is asked
+                        // again rather than answered from a store with a hole
+                        if job.after > index.last_seq {
+                            if let Some(r) = job.search {
+                                let _ = r.answer.send(None);
+                            }
+                            continue;
+                        }
                         index.apply(job.changes, job.upto);
                         requests.extend(job.search);
                     }
@@ -76,7 +90,7 @@ fn spawn_search_thread(index: Arc<RwLock<TemplateIndex>>, applied: Arc<AtomicI64
                 drop(probes);
                 for (request, (hits, _)) in requests.into_iter().zip(answers) {
                     // a request whose client went away has nobody to answer
-                    let _ = request.answer.send(hits);
+                    let _ = request.answer.send(Some(hits));
                 }
             }
         })
@@ -160,7 +174,7 @@ impl TemplateSearch {
     /// alone: when nothing changed no shard is asked (a server that is up
     /// to date still searches with a shard down), and every number up to
     /// it has committed everywhere (`db::next_template_seq`).
-    async fn catch_up(&self, db: &Db) -> Result<(Vec<Change>, i64), sqlx::Error> {
+    async fn catch_up(&self, db: &Db) -> Result<(i64, Vec<Change>, i64), sqlx::Error> {
         let now = crate::api::now_ms();
         let mut upto = db.template_seq().await?;
         if self.needs_reload(upto) {
@@ -173,23 +187,63 @@ impl TemplateSearch {
         let upto = upto.min(after + crate::db::LOAD_BATCH);
         let changes = if upto > after { db.template_changes(after, upto, (&self.keys.0, &self.keys.1)).await? } else { Vec::new() };
         self.synced_ms.store(now, Ordering::Relaxed);
-        Ok((changes, upto))
+        Ok((after, changes, upto))
     }
 
     /// Bring the index up to date: one small query when nothing changed.
     pub async fn sync(&self, db: &Db) -> Result<(), sqlx::Error> {
-        let (changes, upto) = self.catch_up(db).await?;
-        self.jobs.send(Job { changes, upto, search: None }).map_err(|_| sqlx::Error::WorkerCrashed)
+        let (after, changes, upto) = self.catch_up(db).await?;
+        self.jobs.send(Job { after, changes, upto, search: None }).map_err(|_| sqlx::Error::WorkerCrashed)
     }
 
     /// Stored templates of other subscribers within the duplicate threshold
     /// of `probe`, after catching up with the database.
     pub async fn duplicates(&self, db: &Db, probe: &[u8], except_subscriber: &str) -> Result<Vec<Hit>, sqlx::Error> {
         let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok(Vec::new()) };
-        let (changes, upto) = self.catch_up(db).await?;
+        let probe = Box::new(probe);
+        for _ in 0..3 {
+            let (after, changes, upto) = self.catch_up(db).await?;
+            let (answer, hits) = tokio::sync::oneshot::channel();
+            let search = Request { probe: probe.clone(), thresholds, except_subscriber: except_subscriber.to_string(), answer };
+            self.jobs.send(Job { after, changes, upto, search: Some(search) }).map_err(|_| sqlx::Error::WorkerCrashed)?;
+            if let Some(hits) = hits.await.map_err(|_| sqlx::Error::WorkerCrashed)? {
+                return Ok(hits);
+            }
+        }
+        Err(sqlx::Error::Protocol("the duplicate search index was reloaded three times during one search".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: i64, subscriber: &str) -> Change {
+        Change::Stored { seq, subscriber_id: subscriber.into(), bits: Box::new([0; facegate::template::BITS / 64]) }
+    }
+
+    fn search(jobs: &std::sync::mpsc::Sender<Job>, after: i64, changes: Vec<Change>, upto: i64) -> Option<Vec<Hit>> {
         let (answer, hits) = tokio::sync::oneshot::channel();
-        let search = Request { probe: Box::new(probe), thresholds, except_subscriber: except_subscriber.to_string(), answer };
-        self.jobs.send(Job { changes, upto, search: Some(search) }).map_err(|_| sqlx::Error::WorkerCrashed)?;
-        hits.await.map_err(|_| sqlx::Error::WorkerCrashed)
+        let request = Request { probe: Box::new([0; facegate::template::BITS / 64]), thresholds: Thresholds { full: 10, prefix: 10 }, except_subscriber: "nobody".into(), answer };
+        jobs.send(Job { after, changes, upto, search: Some(request) }).unwrap();
+        hits.blocking_recv().unwrap()
+    }
+
+    #[test]
+    fn the_search_thread_applies_changes_in_order_and_never_searches_across_a_gap() {
+        let index: Arc<RwLock<TemplateIndex>> = Arc::default();
+        let applied: Arc<AtomicI64> = Arc::default();
+        let jobs = spawn_search_thread(index.clone(), applied.clone());
+        // changes that follow on from the index are applied before the search
+        assert_eq!(search(&jobs, 0, vec![stored(1, "a"), stored(2, "b")], 2).map(|h| h.len()), Some(2));
+        assert_eq!(applied.load(Ordering::Acquire), 2);
+        // the same changes again (a concurrent catch-up) change nothing
+        assert_eq!(search(&jobs, 0, vec![stored(1, "a"), stored(2, "b")], 2).map(|h| h.len()), Some(2));
+        // changes fetched from 5 onto an index at 2 would skip 3 and 4: the
+        // search is asked again, and nothing is applied
+        assert_eq!(search(&jobs, 5, vec![stored(6, "c")], 6), None);
+        assert_eq!((applied.load(Ordering::Acquire), index.read().unwrap().len()), (2, 2));
+        assert_eq!(search(&jobs, 2, vec![stored(3, "c"), stored(4, "d"), stored(6, "e")], 6).map(|h| h.len()), Some(5));
+        assert_eq!(applied.load(Ordering::Acquire), 6);
     }
 }
