@@ -1008,7 +1008,7 @@ fn bench_search(stored: usize) -> Result<(), String> {
     if let Some(t) = points.last().and_then(|p| thresholds(p)) {
         let excepts: Vec<String> = (0..probes.len()).map(|i| format!("real-{i}")).collect();
         // the build this CPU runs (AVX-512's vector bit count where it has
-        // one) beside the one-popcnt-per-word build, alternating batch by batch
+        // one), then the one-popcnt-per-word build, over the same batches
         let per_search = |size: usize, search: &dyn Fn(&[facegate::search::Probe]) -> Vec<(Vec<facegate::search::Hit>, usize)>| {
             let started = Instant::now();
             let mut searched = 0;
