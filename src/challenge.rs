@@ -94,6 +94,9 @@ struct BlinkDetector {
     open_frames: std::collections::VecDeque<(u32, f32, f32)>,
     /// Since when the eyes are closed, and the lowest openness seen since.
     closed: Option<(u32, f32)>,
+    /// How closed the last frame's eyes were against the open level, in
+    /// units of the closing thresholds (`closure_score`).
+    last_score: Option<f32>,
     /// The frames since the eyes closed: the new open level if they stay
     /// lowered for longer than a blink.
     closed_frames: Vec<(u32, f32, f32)>,
@@ -121,10 +124,12 @@ impl BlinkDetector {
             self.open_frames.pop_front();
         }
         let mut blink = None;
+        self.last_score = None;
         if self.open_frames.len() >= MIN_FRAMES {
             let open_left = quantile(self.open_frames.iter().map(|f| f.1), OPEN_PERCENTILE);
             let open_right = quantile(self.open_frames.iter().map(|f| f.2), OPEN_PERCENTILE);
             let (open, eyes) = ((open_left + open_right) / 2.0, (s.left_openness + s.right_openness) / 2.0);
+            self.last_score = Some(closure_score(eyes / open.max(1e-6), s.left_openness / open_left.max(1e-6), s.right_openness / open_right.max(1e-6)));
             match self.closed {
                 None => {
                     let closed = eyes < (1.0 - CLOSED_DROP) * open
@@ -159,6 +164,31 @@ impl BlinkDetector {
         }
         blink
     }
+}
+
+/// How far a frame's eyes are towards the blink rule's "closed", as the
+/// smaller of the two ratios that must both reach 1: the drop of both eyes
+/// together over `CLOSED_DROP` and the drop of the less closed eye over
+/// `EACH_EYE_DROP` (arguments: openness over the open level, both eyes and
+/// each). 1 or more is closed; the evaluation compares this score on
+/// labelled blinks with its largest value elsewhere, so the margin between
+/// blinks and everything else is measured rather than only the count.
+fn closure_score(both: f32, left: f32, right: f32) -> f32 {
+    use blink_rule::*;
+    ((1.0 - both) / CLOSED_DROP).min((1.0 - left.max(right)) / EACH_EYE_DROP)
+}
+
+/// The closure score of every frame of a track (`None` while the open level
+/// is still being learnt): (t_ms, score).
+pub fn closure_scores(track: &[TrackSample]) -> Vec<(u32, Option<f32>)> {
+    let mut blink = BlinkDetector::default();
+    track
+        .iter()
+        .map(|s| {
+            blink.push(s);
+            (s.t_ms, blink.last_score)
+        })
+        .collect()
 }
 
 /// A blink anywhere in the track.
@@ -611,6 +641,22 @@ mod tests {
         smile_then_blink.extend([(0.1, 0.1), (0.3, 0.3), (0.3, 0.32), (0.3, 0.31)]);
         let e = events(&track(&smile_then_blink));
         assert_eq!(e.blinks, vec![23 * 66]);
+    }
+
+    #[test]
+    fn closure_scores_reach_one_on_the_frame_the_rule_calls_closed() {
+        let mut eyes = vec![(0.6, 0.6); 8];
+        // 30 % down together: not closed; 50 % down together: closed; one eye
+        // 70 % down, the other 10 %: a wink, not closed however deep
+        eyes.extend([(0.42, 0.42), (0.6, 0.6), (0.3, 0.3), (0.6, 0.6), (0.6, 0.6), (0.18, 0.54), (0.6, 0.6)]);
+        let track: Vec<TrackSample> = eyes.iter().enumerate().map(|(i, &(l, r))| TrackSample { t_ms: i as u32 * 66, yaw: 0.0, pitch: 0.0, left_openness: l, right_openness: r }).collect();
+        let scores = closure_scores(&track);
+        assert!(scores[..blink_rule::MIN_FRAMES].iter().all(|(_, s)| s.is_none()), "{scores:?}");
+        let at = |i: usize| scores[i].1.unwrap();
+        assert!((at(8) - 0.75).abs() < 1e-4 && at(8) < 1.0, "30 % down: {}", at(8));
+        assert!((at(10) - 1.25).abs() < 1e-4, "50 % down: {}", at(10));
+        assert!(at(13) < 1.0, "wink: {}", at(13));
+        assert_eq!(events(&track).blinks, vec![10 * 66], "the rule agrees: one blink, at the 50 % frame");
     }
 
     #[test]

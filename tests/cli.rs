@@ -117,6 +117,10 @@ fn track_verifies_a_challenge_seed() {
     assert_eq!(v["challenge"]["passed"], false);
     assert_eq!(v["blinks"], serde_json::json!([]));
     assert_eq!(v["turns"], serde_json::json!([]));
+    // the same eyes in every frame: nowhere near closed
+    let scores = v["closure_scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 40);
+    assert!(scores.iter().all(|p| p[1].as_f64().is_none_or(|s| s.abs() < 0.2)), "{scores:?}");
 }
 
 /// A footage-dev clip decoded at `fps` into a fresh folder.
@@ -153,6 +157,12 @@ fn track_reports_each_blink_and_turn_with_its_time() {
         assert_eq!(blinks.len(), 4, "{schedule}: {blinks:?}");
         for (found, labelled) in blinks.iter().zip([1.4, 2.65, 3.4, 10.5]) {
             assert!((found - labelled).abs() < 0.3, "{schedule}: blink at {found} s, labelled {labelled} s");
+        }
+        // every blink starts on a frame whose closure score reaches 1
+        let scores = v["closure_scores"].as_array().unwrap();
+        for t in v["blinks"].as_array().unwrap() {
+            let at = scores.iter().find(|p| p[0] == *t).unwrap_or_else(|| panic!("{schedule}: no score at {t}"));
+            assert!(at[1].as_f64().unwrap() >= 1.0, "{schedule}: blink at {t} ms scored {at}");
         }
         assert_eq!(v["turns"], serde_json::json!([]), "{schedule}: a frontal selfie");
     }

@@ -533,7 +533,7 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>, id_sty
 }
 
 fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive: bool, schedule: Schedule) -> Result<serde_json::Value> {
-    use facegate::challenge::{events, performed, steps_for_seed, verify_track, Step};
+    use facegate::challenge::{closure_scores, events, performed, steps_for_seed, verify_track, Step};
     use facegate::session::{DeviceSession, SessionConfig};
     if !(fps > 0.0) {
         return Err(FacegateError::InvalidInput("--fps must be positive".into()));
@@ -589,6 +589,8 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         },
         "blinks": recognised.blinks,
         "turns": recognised.turns,
+        // how close every frame came to the blink rule's "closed" (>= 1)
+        "closure_scores": closure_scores(&samples),
     });
     if session.is_some() {
         // the screen-replay cue as the session aggregates it (detection frames)

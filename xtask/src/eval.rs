@@ -236,6 +236,15 @@ pub fn eval(args: &[String], root: &Path) -> Result<(), String> {
             let at = format!("session schedule, {} fps", r["fps"].as_str().map(String::from).unwrap_or_else(|| r["fps"].to_string()));
             table.push((format!("blink recall ({at})"), format!("{} ({}/{})", pct(&r["blink_recall"]), r["blinks_recognised"], r["blinks_labelled"]), from.clone()));
             table.push((format!("false blinks per minute ({at})"), format!("{:.1} ({} in {:.2} min)", f(&r["false_blinks_per_minute"]), r["false_blinks"], f(&r["minutes"])), from.clone()));
+            let mut depths: Vec<f64> = r["blink_closure_scores"].as_array().into_iter().flatten().map(|b| b["score"].as_f64().unwrap_or(0.0)).collect();
+            depths.sort_by(f64::total_cmp);
+            if let (Some(low), Some(e)) = (depths.first(), r["deepest_closure_elsewhere"].as_object()) {
+                table.push((
+                    format!("blink closure score, labelled blinks vs elsewhere ({at}; 1 = the rule's closed)"),
+                    format!("shallowest blink {low:.2}, median {:.2}; deepest frame elsewhere {:.2} ({} at {:.2} s)", depths[depths.len() / 2], f(&e["score"]), e["clip"].as_str().unwrap_or(""), f(&e["t_s"])),
+                    from.clone(),
+                ));
+            }
             for side in ["turn_left", "turn_right"] {
                 let t = &r["turns"][side];
                 table.push((format!("{side} recall, user's side ({at})"), format!("{}/{}", t["recognised"], t["labelled"]), from.clone()));
@@ -544,6 +553,9 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
         let (mut blinks_labelled, mut blinks_found, mut false_blinks, mut false_turns, mut seconds) = (0, 0, 0, 0, 0.0);
         let mut turns = json!({"turn_left": {"labelled": 0, "recognised": 0}, "turn_right": {"labelled": 0, "recognised": 0}});
         let mut per_clip = Vec::new();
+        // closure scores (>= 1: the blink rule's "closed"): the deepest frame
+        // of each labelled blink, and the deepest frame away from them
+        let (mut blink_depths, mut deepest_elsewhere): (Vec<Value>, Option<Value>) = (Vec::new(), None);
         for (file, own_fps, clip_seconds) in &clips {
             let fps = rate.map(f64::from).unwrap_or(*own_fps);
             eprintln!("eval: footage events {file} at {fps} fps");
@@ -585,6 +597,23 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
                     missed.push(json!({"event": event, "start_s": start, "end_s": end}));
                 }
             }
+            let scores: Vec<(f64, f64)> = v["closure_scores"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p[0].as_f64()? / 1000.0, p[1].as_f64()?)))
+                .collect();
+            let blink_windows: Vec<(f64, f64)> = events.iter().filter(|e| e.0 == *file && e.1 == "blink").map(|e| (e.2 - EVENT_TOLERANCE_S, e.3 + EVENT_TOLERANCE_S)).collect();
+            let deepest = |frames: &mut dyn Iterator<Item = &(f64, f64)>| frames.max_by(|a, b| a.1.total_cmp(&b.1)).copied();
+            for (start, end) in &blink_windows {
+                let d = deepest(&mut scores.iter().filter(|(t, _)| t >= start && t <= end));
+                blink_depths.push(json!({"clip": file, "window_s": [start, end], "score": d.map(|d| d.1), "t_s": d.map(|d| d.0)}));
+            }
+            if let Some(d) = deepest(&mut scores.iter().filter(|(t, _)| !blink_windows.iter().any(|(a, b)| t >= a && t <= b))) {
+                if deepest_elsewhere.as_ref().is_none_or(|e| f(&e["score"]) < d.1) {
+                    deepest_elsewhere = Some(json!({"clip": file, "score": d.1, "t_s": d.0}));
+                }
+            }
             let unmatched: Vec<Value> = found.iter().zip(&used).filter(|(_, u)| !**u).map(|((kind, t), _)| json!({"event": kind, "t_s": t})).collect();
             false_blinks += unmatched.iter().filter(|e| e["event"] == "blink").count();
             false_turns += unmatched.iter().filter(|e| e["event"] != "blink").count();
@@ -602,6 +631,8 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
             "false_blinks_per_minute": false_blinks as f64 / minutes.max(1e-9),
             "turns": turns,
             "false_turns": false_turns,
+            "blink_closure_scores": blink_depths,
+            "deepest_closure_elsewhere": deepest_elsewhere,
             "per_clip": per_clip,
         }));
     }
