@@ -12,6 +12,7 @@
 // template) and nothing else.
 
 import { translate, pickLanguage, STRINGS } from './i18n.js';
+import { challengeHint, HINT_REPLACES_STEP } from './guidance.js';
 
 export const WIDGET_VERSION = 'facegate-widget/0.1.0';
 
@@ -566,27 +567,19 @@ export class FaceVerifyElement extends HTMLElement {
       this.$('#time-left').textContent = this.t('challenge_time_left', { seconds: Math.ceil(left / 1000) });
       // frames that do not count towards the challenge say why
       const hint = u.faces.length === 0 ? 'hint_no_face' : u.faces.length > 1 ? 'hint_several_faces' : u.face_cut_off ? 'hint_face_cut_off' : null;
-      this.say(hint ? this.t(hint) : this.guidance(u, current));
+      this.say(hint ? this.t(hint) : this.guidance(u, current, performance.now() - stepStarted));
       if (u.complete || u.failure) await finish();
     });
   }
 
-  // What to do now: the current step, with how the turn is going. The core
-  // counts a turn at its full size only and the next step only once the
-  // head is back at the front; without these hints a user who turned too
-  // little, the wrong way (the mirrored preview confuses some) or blinked
-  // while still turned waits for a step that never counts. "The other way"
-  // needs three quarters of the turn (9 degrees): talking heads sway up to 8
-  // (footage-dev); "a little further" from half of it only encourages.
-  guidance(u, current) {
+  // What to do now: the current step, with a hint when the turn is going
+  // wrong or a blink has not counted for a while (www/guidance.js).
+  guidance(u, current, stepMs) {
     if (!current) return this.t('step_done');
-    let key = null;
-    if (u.waiting_for_front) key = 'hint_face_front';
-    else if (u.turn_progress != null && u.turn_progress <= -0.75) key = 'hint_wrong_way';
-    else if (u.turn_progress != null && u.turn_progress >= 0.5) key = 'hint_turn_further';
+    const key = challengeHint(u, current, stepMs);
     this.dataset.guidance = key || '';
     const step = this.t(`step_${current}`);
-    return key === 'hint_face_front' ? this.t(key) : key ? `${this.t(key)} ${step}` : step;
+    return key && HINT_REPLACES_STEP.has(key) ? this.t(key) : key ? `${this.t(key)} ${step}` : step;
   }
 
   askEscrowConsent() {

@@ -205,6 +205,9 @@ test('a still photograph as the camera never passes the active challenge', { tim
     // the photo is of the ID's owner: only liveness can stop it
     assert.ok(r.match_score >= 0.8, `match ${r.match_score}`);
     assert.ok(r.active_liveness.transcript.length < r.active_liveness.steps.length);
+    // a photo never blinks: when the blink comes first, the widget asked for
+    // a deliberate one after a while (www/guidance.js)
+    if (r.active_liveness.steps[0] === 'blink') assert.ok(seen.guidance.includes('hint_blink_fully'), JSON.stringify(seen.guidance));
     assert.match(end.status, /Not verified/);
     assert.equal((await sessionRecord(r.session_id)).decision, 'fail');
   } finally {
