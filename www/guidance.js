@@ -13,7 +13,9 @@
 // with glare (footage-dev clip 05 at 3.7 s, README "Accuracy"), and then
 // does not count. People blink every few seconds anyway; when this long
 // has passed in the blink step without one counting, the widget asks for a
-// deliberate blink, which closes the eyes fully for longer than a frame.
+// full blink. Not for holding the eyes shut: a closure longer than 500 ms
+// is not a blink to the core (challenge::blink_rule::MAX_CLOSED_MS; longer
+// limits let downcast looks and smiles through on footage-dev).
 export const BLINK_HINT_MS = 3000;
 
 /** The hint key for a challenge update (`u`: `challengeFrame`'s answer),
