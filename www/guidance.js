@@ -14,8 +14,8 @@
 // does not count. People blink every few seconds anyway; when this long
 // has passed in the blink step without one counting, the widget asks for a
 // full blink. Not for holding the eyes shut: a closure longer than 500 ms
-// is not a blink to the core (challenge::blink_rule::MAX_CLOSED_MS; longer
-// limits let downcast looks and smiles through on footage-dev).
+// is not a blink to the core (challenge::blink_rule::MAX_CLOSED_MS, which
+// keeps downcast looks and smiles out).
 export const BLINK_HINT_MS = 3000;
 
 /** The hint key for a challenge update (`u`: `challengeFrame`'s answer),
