@@ -170,7 +170,9 @@ impl BlinkDetector {
 /// smaller of the two ratios that must both reach 1: the drop of both eyes
 /// together over `CLOSED_DROP` and the drop of the less closed eye over
 /// `EACH_EYE_DROP` (arguments: openness over the open level, both eyes and
-/// each). 1 or more is closed; the evaluation compares this score on
+/// each). Above 1 is closed (the rule compares strictly: `push` keeps its
+/// own multiplied form of the same test, which also stays false when the
+/// open level is 0, where this ratio is undefined); the evaluation compares this score on
 /// labelled blinks with its largest value elsewhere, so the margin between
 /// blinks and everything else is measured rather than only the count.
 fn closure_score(both: f32, left: f32, right: f32) -> f32 {
