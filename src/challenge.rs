@@ -84,6 +84,9 @@ mod blink_rule {
     /// is well below that.
     pub const OPEN_BEFORE_MS: u32 = 300;
     pub const OPEN_BEFORE: f32 = 0.6;
+    /// An open level at or below this is no open eye (the ratios of
+    /// `closure_score` divide by it).
+    pub const MIN_OPEN_LEVEL: f32 = 1e-6;
 }
 
 /// A blink recogniser fed one frame at a time: both eyes close well below
@@ -129,12 +132,13 @@ impl BlinkDetector {
             let open_left = quantile(self.open_frames.iter().map(|f| f.1), OPEN_PERCENTILE);
             let open_right = quantile(self.open_frames.iter().map(|f| f.2), OPEN_PERCENTILE);
             let (open, eyes) = ((open_left + open_right) / 2.0, (s.left_openness + s.right_openness) / 2.0);
-            self.last_score = Some(closure_score(eyes / open.max(1e-6), s.left_openness / open_left.max(1e-6), s.right_openness / open_right.max(1e-6)));
+            let score = closure_score(eyes / open.max(MIN_OPEN_LEVEL), s.left_openness / open_left.max(MIN_OPEN_LEVEL), s.right_openness / open_right.max(MIN_OPEN_LEVEL));
+            self.last_score = Some(score);
             match self.closed {
                 None => {
-                    let closed = eyes < (1.0 - CLOSED_DROP) * open
-                        && s.left_openness < (1.0 - EACH_EYE_DROP) * open_left
-                        && s.right_openness < (1.0 - EACH_EYE_DROP) * open_right;
+                    // an eye whose open level is (next to) zero was never
+                    // seen open: there is nothing to close
+                    let closed = score > 1.0 && open_left.min(open_right) > MIN_OPEN_LEVEL;
                     let both_were_open = self
                         .open_frames
                         .iter()
@@ -170,9 +174,8 @@ impl BlinkDetector {
 /// smaller of the two ratios that must both reach 1: the drop of both eyes
 /// together over `CLOSED_DROP` and the drop of the less closed eye over
 /// `EACH_EYE_DROP` (arguments: openness over the open level, both eyes and
-/// each). Above 1 is closed (the rule compares strictly: `push` keeps its
-/// own multiplied form of the same test, which also stays false when the
-/// open level is 0, where this ratio is undefined); the evaluation compares this score on
+/// each). Above 1 is closed (strictly; `push` also needs an open level above
+/// `MIN_OPEN_LEVEL`, where these ratios mean something); the evaluation compares this score on
 /// labelled blinks with its largest value elsewhere, so the margin between
 /// blinks and everything else is measured rather than only the count.
 fn closure_score(both: f32, left: f32, right: f32) -> f32 {
@@ -659,6 +662,12 @@ mod tests {
         assert!((at(10) - 1.25).abs() < 1e-4, "50 % down: {}", at(10));
         assert!(at(13) < 1.0, "wink: {}", at(13));
         assert_eq!(events(&track).blinks, vec![10 * 66], "the rule agrees: one blink, at the 50 % frame");
+        // eyes never seen open (a mesh reading zero throughout, or one eye
+        // at zero) have nothing to close: no blink, however the other moves
+        let never_open: Vec<TrackSample> = (0..20).map(|i| TrackSample { t_ms: i * 66, yaw: 0.0, pitch: 0.0, left_openness: 0.0, right_openness: 0.0 }).collect();
+        assert_eq!(events(&never_open).blinks, Vec::<u32>::new());
+        let one_eye_never_open: Vec<TrackSample> = eyes.iter().enumerate().map(|(i, &(_, r))| TrackSample { t_ms: i as u32 * 66, yaw: 0.0, pitch: 0.0, left_openness: 0.0, right_openness: r }).collect();
+        assert_eq!(events(&one_eye_never_open).blinks, Vec::<u32>::new());
     }
 
     #[test]

@@ -61,10 +61,21 @@ impl PassiveLiveness {
 
     /// Probability in [0,1] that `face` in `img` is a live person, not a print or screen.
     pub fn score(&self, img: &RgbImage, face: &Detection) -> Result<f32> {
+        self.score_crops(&self.crops(img, face))
+    }
+
+    /// Each model's input for `face`: cutting them is cheap, running the
+    /// models is not, so a session may cut them on a frame and score them
+    /// later (`session`, the blink step).
+    pub fn crops(&self, img: &RgbImage, face: &Detection) -> Vec<RgbImage> {
+        self.models.iter().map(|m| context_crop(img, face, m.context_scale)).collect()
+    }
+
+    /// `score` on the crops `crops` cut, in the same model order.
+    pub fn score_crops(&self, crops: &[RgbImage]) -> Result<f32> {
         let mut sum = 0.0;
-        for m in &self.models {
-            let crop = context_crop(img, face, m.context_scale);
-            let out = m.model.run("liveness", to_nchw(&crop, &FAS_NORM))?;
+        for (m, crop) in self.models.iter().zip(crops) {
+            let out = m.model.run("liveness", to_nchw(crop, &FAS_NORM))?;
             sum += out[0][BONA_FIDE_CLASS];
         }
         Ok(sum / self.models.len().max(1) as f32)

@@ -56,7 +56,8 @@ const MATCH_MAX_YAW: f32 = 22.0;
 /// in between, the mesh follows the face from the previous frame's mesh
 /// (`FaceTrack`), so the challenge still gets a pose/eye sample on every
 /// frame. Passive liveness and the embedding need the detector's own box and
-/// landmarks, so they run on detection frames only: the session's verdicts
+/// landmarks, so they run on detection frames only (their crops are cut
+/// then; during the blink step they are measured later, `MAX_DEFERRED`): the session's verdicts
 /// are medians over its frames, and a challenge of a few seconds still gives
 /// each of them a dozen samples or more. A second face entering the view is
 /// seen at the next detection, at most n-1 frames later; frames with several
@@ -70,6 +71,16 @@ const DETECT_BEYOND_DEG: f32 = 8.0;
 /// A mesh whose face-presence score falls below this has lost the face: the
 /// next frame runs the detector.
 const MESH_PRESENCE_MIN: f32 = 0.5;
+/// While the blink step is current, a detection frame's passive liveness
+/// and embedding wait (`DeferredEvidence`): a blink closes the eyes for
+/// 100-400 ms, and a frame that runs the two liveness models and the
+/// embedder as well takes about three following frames' time in the
+/// browser, a gap a short blink falls into unseen. The waiting evidence is
+/// measured one item per following frame once another step is current,
+/// and the rest in `finish`, so the verdicts are the same medians over the
+/// same frames. Beyond this many waiting frames the oldest is measured at
+/// once (memory: about 75 kB each).
+const MAX_DEFERRED: usize = 32;
 
 /// Per-frame feedback for the widget.
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +151,34 @@ pub struct DeviceSession {
     /// The face followed between detections, and frames since the detector ran.
     following: Option<(FaceTrack, usize)>,
     live_crop: Option<RgbImage>,
+    /// Detection frames' evidence not measured yet (the blink step).
+    deferred: std::collections::VecDeque<DeferredEvidence>,
+}
+
+/// A detection frame's inputs to the evidence models, cut from the frame
+/// when it arrived so that they can be measured later (`MAX_DEFERRED`).
+struct DeferredEvidence {
+    /// One crop per passive-liveness model (`PassiveLiveness::crops`).
+    liveness_crops: Option<Vec<RgbImage>>,
+    /// The aligned face, when the frame is to be matched (a reference is
+    /// set and the head is frontal enough).
+    face_crop: Option<RgbImage>,
+}
+
+/// Measure one frame's evidence: its passive-liveness score (returned) and
+/// its match against `reference`, added to the session's lists.
+#[cfg(feature = "inference")]
+fn measure_evidence(p: &Pipeline, reference: Option<&Embedding>, e: DeferredEvidence, passive: &mut Vec<f32>, matches: &mut Vec<(f32, Embedding)>) -> Result<Option<f32>> {
+    let score = match (p.liveness.as_ref(), e.liveness_crops) {
+        (Some(l), Some(crops)) => Some(l.score_crops(&crops)?),
+        _ => None,
+    };
+    passive.extend(score);
+    if let (Some(reference), Some(crop)) = (reference, e.face_crop) {
+        let embedding = p.embedder()?.embed_aligned(&crop)?;
+        matches.push((compare(reference, &embedding, &p.calibration).score, embedding));
+    }
+    Ok(score)
 }
 
 /// The median (upper one for an even count) of `v`, which it sorts.
@@ -159,7 +198,7 @@ impl DeviceSession {
     }
 
     pub fn with_key(key: DeviceKey) -> Self {
-        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), screen_grid: Vec::new(), matches: Vec::new(), following: None, live_crop: None }
+        DeviceSession { key, config: None, seed: Vec::new(), progress: None, track: Vec::new(), passive: Vec::new(), screen_grid: Vec::new(), matches: Vec::new(), following: None, live_crop: None, deferred: Default::default() }
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -178,6 +217,8 @@ impl DeviceSession {
         self.screen_grid.clear();
         self.matches.clear();
         self.following = None;
+        self.live_crop = None;
+        self.deferred.clear();
         Ok(steps)
     }
 
@@ -188,6 +229,9 @@ impl DeviceSession {
         // the blink step is judged on the eye model's lids: no frame counts
         // before it has arrived (the widget waits for it before starting)
         p.eye_model()?;
+        // the step this frame is read for: while it is the blink, the
+        // evidence models wait (MAX_DEFERRED)
+        let blink_step = progress.current_step() == Some(Step::Blink);
         let mut followed = self.following.take().filter(|(_, since)| *since < DETECT_EVERY);
         let mut faces = match &followed {
             Some((track, _)) => vec![p.report(img, track.detection().clone())],
@@ -232,26 +276,34 @@ impl DeviceSession {
                 }
                 update.sample = Some(sample);
             }
-            if let Some(l) = p.liveness.as_ref().filter(|_| detected) {
-                let s = l.score(img, &det)?;
-                self.passive.push(s);
-                update.passive_liveness = Some(s);
-            }
             if detected {
+                // the screen cue is cheap and needs the frame itself: now
                 update.screen_grid = crate::replay::screen_grid_score(img, det.bbox);
                 self.screen_grid.extend(update.screen_grid);
-            }
-            if let Some(reference) = reference.filter(|_| detected) {
-                if sample.yaw.abs() <= MATCH_MAX_YAW && one_face && !update.face_cut_off {
-                    let embedder = p.embedder()?;
-                    let crop = embedder.align(img, &det.landmarks);
-                    let e = embedder.embed_aligned(&crop)?;
-                    let score = compare(reference, &e, &p.calibration).score;
-                    self.matches.push((score, e));
-                    if self.live_crop.is_none() {
-                        self.live_crop = Some(crop);
-                    }
+                let frontal = reference.is_some() && sample.yaw.abs() <= MATCH_MAX_YAW && one_face && !update.face_cut_off;
+                let evidence = DeferredEvidence {
+                    liveness_crops: p.liveness.as_ref().map(|l| l.crops(img, &det)),
+                    face_crop: frontal.then(|| p.embedder().map(|e| e.align(img, &det.landmarks))).transpose()?,
+                };
+                if self.live_crop.is_none() {
+                    self.live_crop = evidence.face_crop.clone();
                 }
+                if blink_step {
+                    self.deferred.push_back(evidence);
+                    if self.deferred.len() > MAX_DEFERRED {
+                        let oldest = self.deferred.pop_front().expect("over the limit, so not empty");
+                        measure_evidence(p, reference, oldest, &mut self.passive, &mut self.matches)?;
+                    }
+                } else {
+                    update.passive_liveness = measure_evidence(p, reference, evidence, &mut self.passive, &mut self.matches)?;
+                }
+            }
+        }
+        // waiting evidence, one frame's on each following frame (which
+        // costs less than a detection frame) once the blink step is over
+        if !blink_step && !detected {
+            if let Some(waiting) = self.deferred.pop_front() {
+                measure_evidence(p, reference, waiting, &mut self.passive, &mut self.matches)?;
             }
         }
         update.current_step = progress.current_step();
@@ -263,12 +315,33 @@ impl DeviceSession {
         Ok(update)
     }
 
-    /// Build and sign the result. `id_crop` is the aligned ID face, used
+    /// Measure every detection frame's evidence still waiting
+    /// (`MAX_DEFERRED`); `finish` does, and so may a caller that reads
+    /// `passive_scores` without finishing.
+    #[cfg(feature = "inference")]
+    pub fn measure_deferred(&mut self, p: &Pipeline, reference: Option<&Embedding>) -> Result<()> {
+        while let Some(waiting) = self.deferred.pop_front() {
+            measure_evidence(p, reference, waiting, &mut self.passive, &mut self.matches)?;
+        }
+        Ok(())
+    }
+
+    /// The passive-liveness scores measured so far, one per detection frame.
+    pub fn passive_scores(&self) -> &[f32] {
+        &self.passive
+    }
+
+    /// Build and sign the result. `reference` is the ID photo's embedding
+    /// (the same as for `push_frame`), `id_crop` the aligned ID face, used
     /// only when escrow is on.
     #[cfg(feature = "inference")]
-    pub fn finish(&mut self, p: &Pipeline, widget_version: &str, now_ms: u64, id_crop: Option<&RgbImage>) -> Result<SignedResult> {
+    pub fn finish(&mut self, p: &Pipeline, reference: Option<&Embedding>, widget_version: &str, now_ms: u64, id_crop: Option<&RgbImage>) -> Result<SignedResult> {
         let config = self.config.clone().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
-        let progress = self.progress.take().ok_or_else(|| FacegateError::InvalidInput("challenge already finished".into()))?;
+        if self.progress.is_none() {
+            return Err(FacegateError::InvalidInput("challenge already finished".into()));
+        }
+        self.measure_deferred(p, reference)?;
+        let progress = self.progress.take().expect("checked above");
         let steps = progress.steps.clone();
         // steps passed so far are evidence even when the challenge is incomplete
         let transcript = progress.passed.clone();
@@ -319,6 +392,7 @@ impl DeviceSession {
         // the live embeddings and crops are dropped here: the session is over
         self.matches.clear();
         self.live_crop = None;
+        self.deferred.clear();
         self.key.sign(result)
     }
 

@@ -258,7 +258,7 @@ impl FaceGate {
     #[wasm_bindgen(js_name = finishChallenge)]
     pub fn finish_challenge(&mut self, widget_version: &str, now_ms: f64) -> Result<String, JsError> {
         let s = self.session.as_mut().ok_or_else(|| JsError::new("invalid_input: no session"))?;
-        let signed = s.finish(&self.pipeline, widget_version, now_ms as u64, self.reference_crop.as_ref()).map_err(js_err)?;
+        let signed = s.finish(&self.pipeline, self.reference.as_ref(), widget_version, now_ms as u64, self.reference_crop.as_ref()).map_err(js_err)?;
         signed.to_json().map_err(js_err)
     }
 

@@ -100,7 +100,7 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
         let img = read_image_file(f).unwrap();
         session.push_frame(&p, Some(&reference), &img, (i as f32 * 1000.0 / FPS) as u32).unwrap();
     }
-    let signed = session.finish(&p, "test", 1_795_000_000_000, None).unwrap();
+    let signed = session.finish(&p, Some(&reference), "test", 1_795_000_000_000, None).unwrap();
     let wire = signed.to_json().unwrap();
     let back = SignedResult::from_json(wire.as_bytes()).unwrap();
     let r = back.verify(&session.public_key_hex()).unwrap();
@@ -118,6 +118,57 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
         assert_eq!(r.decision.reason, "challenge_incomplete");
     }
     assert!(!wire.contains("embedding"));
+    let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
+}
+
+/// During the blink step the session cuts each detection frame's evidence
+/// crops and measures them later (`MAX_DEFERRED` in session.rs), so that
+/// the eyes keep being sampled at the camera's pace. The verdicts must not
+/// move: over the same frames, a session waiting for a blink signs the same
+/// passive liveness and match score as one waiting for a turn the footage
+/// never performs (which measures every detection frame at once).
+#[test]
+fn evidence_measured_after_the_blink_step_gives_the_same_verdicts() {
+    use facegate::session::{DeviceSession, SessionConfig};
+    let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
+    let id_photo = read_image_file(&clip().with_file_name("lin-manuel-miranda.png")).unwrap();
+    let reference = p.embed_largest(&id_photo).unwrap().1;
+    let files = frames(4.0, 2.0, "deferred");
+    let seed_starting_with = |step| (0u32..).map(|i| i.to_le_bytes().repeat(4)).find(|s| facegate::challenge::steps_for_seed(s)[0] == step).unwrap();
+    // (signed passive liveness, match score, frames of the first step whose
+    // update carried a passive score, frames read in the blink step)
+    let run = |step: Step| {
+        let mut session = DeviceSession::new().unwrap();
+        let config = SessionConfig {
+            session_id: "sess_deferred".into(),
+            nonce: "00aa11bb".into(),
+            challenge_seed: hex::encode(seed_starting_with(step)),
+            transform_key: "cd".repeat(32),
+            match_threshold: p.calibration.threshold,
+            liveness_threshold: p.liveness.as_ref().unwrap().threshold,
+            screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
+            escrow_public_key: None,
+        };
+        session.begin(config).unwrap();
+        let (mut scored, mut in_blink_step) = (0, 0);
+        for (i, f) in files.iter().enumerate() {
+            let update = session.push_frame(&p, Some(&reference), &read_image_file(f).unwrap(), (i as f32 * 1000.0 / FPS) as u32).unwrap();
+            let blink_step = update.current_step == Some(Step::Blink);
+            in_blink_step += blink_step as usize;
+            scored += (update.passive_liveness.is_some() && blink_step == (step == Step::Blink)) as usize;
+        }
+        let signed = session.finish(&p, Some(&reference), "test", 1_795_000_000_000, None).unwrap();
+        let r = signed.verify(&session.public_key_hex()).unwrap();
+        (r.passive_liveness, r.match_score, scored, in_blink_step)
+    };
+    let (turn_passive, turn_match, turn_scored, _) = run(Step::TurnLeft);
+    let (blink_passive, blink_match, blink_scored, blink_frames) = run(Step::Blink);
+    assert!(turn_scored >= 12, "the turn step measures its detection frames at once: {turn_scored} of {}", files.len());
+    assert!(blink_frames * 2 >= files.len(), "the blink step lasted {blink_frames} of {} frames", files.len());
+    assert_eq!(blink_scored, 0, "during the blink step no frame runs the liveness models");
+    assert_eq!(blink_passive, turn_passive, "the same frames' passive liveness");
+    assert_eq!(blink_match, turn_match, "the same frames' match score");
+    assert!(turn_match >= p.calibration.threshold && turn_passive > 0.0, "a real measurement: match {turn_match}, passive {turn_passive}");
     let _ = std::fs::remove_dir_all(files[0].parent().unwrap());
 }
 

@@ -11,13 +11,18 @@
 // - end to end per frame (ratio_end_to_end): the widget's challenge frame
 //   (challengeFrame: RGBA in, the mesh on every frame, the detector,
 //   passive liveness and align + embed (frontal) on every fourth, the mesh
-//   following the face in between; mean over the frames in order) vs
+//   following the face in between; mean over the frames in order, in a
+//   turn step) vs
 //   onnxruntime-web running every model on every frame, as a pipeline
 //   without that schedule would; ORT's
 //   side is model time only (its pre/post-processing would be JS on top);
 // - every stage on every frame (ratio_every_stage): facegate's analyzeFrame
 //   with match (decode RGBA, detect, quality, mesh, two liveness models,
-//   align, embed with flip, match) vs ORT replaying that frame's model runs.
+//   align, embed with flip, match) vs ORT replaying that frame's model runs;
+// - the same challenge frames in a blink step, where passive liveness and
+//   the embedding wait until the step is over (ratio_blink_step_p90: the
+//   slowest tenth of frames, which a short blink can fall between, against
+//   the turn step's).
 
 import init, { FaceGate, manifestJson, requiredModels } from './pkg/facegate.js';
 import * as ort from './ort/ort.wasm.min.mjs';
@@ -137,29 +142,65 @@ async function bench() {
     }
   }
 
-  // a whole challenge: frames per second sustained, then the time from the
-  // last frame to the signed result
+  // a whole challenge, twice over the same frames: once waiting for a
+  // turn (each detection frame runs passive liveness and the embedder at
+  // once) and once waiting for a blink (those wait until the step is over,
+  // MAX_DEFERRED in src/session.rs, so that a short blink does not fall
+  // into a slow frame); frames per second sustained, each frame's time,
+  // then the time from the last frame to the signed result
+  const pct = (a, q) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(q * a.length))];
+  const challenge = (firstStep) => {
+    let steps = null;
+    for (let i = 0; ; i++) {
+      fg.newSession();
+      steps = fg.beginChallenge(JSON.stringify({
+        session_id: 'bench', nonce: '00'.repeat(16), challenge_seed: i.toString(16).padStart(2, '0').repeat(16), transform_key: 'ab'.repeat(32),
+        match_threshold: 0.8, liveness_threshold: 0.05,
+      }));
+      if (steps[0] === firstStep) break;
+    }
+    // each frame's time and the step it was read in (the step current
+    // when it arrived: the real frames perform steps, so the step moves on)
+    const times = [];
+    const readIn = [];
+    let step = steps[0];
+    const start = performance.now();
+    let t = 0;
+    for (let r = 0; r < REPS; r++) {
+      for (const im of frames) {
+        const s = performance.now();
+        const u = fg.challengeFrame(im.width, im.height, im.data, t);
+        times.push(performance.now() - s);
+        readIn.push(step);
+        step = u.current_step;
+        t += 66;
+      }
+    }
+    const fps = times.length / ((performance.now() - start) / 1000);
+    const finishStart = performance.now();
+    const signed = fg.finishChallenge('bench', Date.now());
+    return { steps, times, readIn, fps, endToResultMs: performance.now() - finishStart, signed };
+  };
   status('challenge');
-  fg.newSession();
-  fg.beginChallenge(JSON.stringify({
-    session_id: 'bench', nonce: '00'.repeat(16), challenge_seed: '01'.repeat(16), transform_key: 'ab'.repeat(32),
-    match_threshold: 0.8, liveness_threshold: 0.05,
-  }));
-  const challengeStart = performance.now();
-  const challengeFrame = [];
-  let t = 0;
-  for (let r = 0; r < REPS; r++) {
-    for (const im of frames) {
-      const s = performance.now();
-      fg.challengeFrame(im.width, im.height, im.data, t);
-      challengeFrame.push(performance.now() - s);
-      t += 66;
+  const turnFirst = challenge('turn_left');
+  const blinkFirst = challenge('blink');
+  const challengeFrame = turnFirst.times;
+  const challengeFps = turnFirst.fps;
+  const challengeEndToResultMs = turnFirst.endToResultMs;
+  const signed = turnFirst.signed;
+  // the same frames side by side: those read in the blink step in one run
+  // and in another step in the other
+  const inBlink = [];
+  const elsewhere = [];
+  for (let i = 0; i < turnFirst.times.length; i++) {
+    for (const [a, b] of [[turnFirst, blinkFirst], [blinkFirst, turnFirst]]) {
+      if (a.readIn[i] === 'blink' && b.readIn[i] && b.readIn[i] !== 'blink') {
+        inBlink.push(a.times[i]);
+        elsewhere.push(b.times[i]);
+      }
     }
   }
-  const challengeFps = (REPS * frames.length) / ((performance.now() - challengeStart) / 1000);
-  const finishStart = performance.now();
-  const signed = fg.finishChallenge('bench', Date.now());
-  const challengeEndToResultMs = performance.now() - finishStart;
+  const frameStats = (times) => ({ frames: times.length, mean_ms: times.reduce((x, y) => x + y, 0) / Math.max(1, times.length), p90_ms: pct(times, 0.9), max_ms: Math.max(...times) });
 
   const perModel = {};
   for (const name of Object.keys(modelTimes)) {
@@ -195,6 +236,12 @@ async function bench() {
     ort_frame_models_only_mean_ms: ortMeanMs,
     ratio_end_to_end: challengeMs / ortMeanMs,
     challenge_fps: challengeFps,
+    // the same frames read in a blink step (evidence waiting) and in a turn step
+    challenge_steps: { turn_first: turnFirst.steps, blink_first: blinkFirst.steps },
+    frames_in_blink_step: frameStats(inBlink),
+    same_frames_in_turn_step: frameStats(elsewhere),
+    ratio_blink_step_p90: pct(inBlink, 0.9) / pct(elsewhere, 0.9),
+    blink_first_end_to_result_ms: blinkFirst.endToResultMs,
     challenge_end_to_result_ms: challengeEndToResultMs,
     signed_result_bytes: signed.length,
     facegate_wasm_memory_bytes: wasm.memory.buffer.byteLength,

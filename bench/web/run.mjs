@@ -103,6 +103,11 @@ async function main() {
   console.log(`end to end per frame (mean): facegate challengeFrame as scheduled ${f(one.facegate_challenge_frame_mean_ms, 1)} ms; onnxruntime-web every model on every frame ${f(one.ort_frame_models_only_mean_ms, 1)} ms (1 thread), ${f(two.ort_frame_models_only_mean_ms, 1)} ms (2 threads)`);
   console.log(`models ready: facegate ${f(one.facegate_models_ready_ms, 0)} ms (wasm + ${Object.keys(one.per_model).length} models), onnxruntime-web sessions ${f(one.ort_sessions_ready_ms, 0)} ms`);
   console.log(`challenge: ${f(one.challenge_fps, 1)} frames/s sustained; challenge end to signed result ${f(one.challenge_end_to_result_ms, 1)} ms`);
+  console.log(`challenges run: ${one.challenge_steps.turn_first.join(', ')} and ${one.challenge_steps.blink_first.join(', ')}; end to signed result ${f(one.challenge_end_to_result_ms, 1)} and ${f(one.blink_first_end_to_result_ms, 1)} ms`);
+  for (const [name, c] of [['read in the blink step (evidence waits)', one.frames_in_blink_step], ['read in a turn step (the same frames)', one.same_frames_in_turn_step]]) {
+    console.log(`challenge frames ${name}: ${c.frames} frames, mean ${f(c.mean_ms, 1)} ms, p90 ${f(c.p90_ms, 1)} ms, max ${f(c.max_ms, 1)} ms`);
+  }
+  console.log(`ratio_blink_step_p90=${f(one.ratio_blink_step_p90, 3)}`);
   console.log(`memory: facegate wasm linear memory ${(one.facegate_wasm_memory_bytes / 1048576).toFixed(1)} MiB (peak: it only grows); JS heap ${one.js_heap_used_bytes ? (one.js_heap_used_bytes / 1048576).toFixed(1) + ' MiB' : '-'}`);
   console.log(`first visit download (brotli): ${(sizes.before_first_interaction.brotli / 1e6).toFixed(2)} MB before the first interaction, ${(sizes.total.brotli / 1e6).toFixed(2)} MB with the embedder and the eye model (in the background)`);
   console.log(`ratio_end_to_end_2threads=${f(one.facegate_challenge_frame_mean_ms / two.ort_frame_models_only_mean_ms, 3)}`);

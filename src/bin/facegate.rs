@@ -559,7 +559,6 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         let sample = match session.as_mut() {
             Some(session) => {
                 let update = session.push_frame(p, None, &img, t_ms)?;
-                passive_scores.extend(update.passive_liveness);
                 screen_grid.extend(update.screen_grid);
                 // only frames that count towards a challenge (one face, in view)
                 update.sample
@@ -577,6 +576,12 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         };
         per_frame.push(json!(sample));
         samples.extend(sample);
+    }
+    if let Some(session) = session.as_mut() {
+        // the session's own scores: during a blink step it measures
+        // passive liveness after the step, not on the frame
+        session.measure_deferred(p, None)?;
+        passive_scores = session.passive_scores().to_vec();
     }
     let recognised = events(&samples);
     let mut v = json!({

@@ -519,6 +519,12 @@ const FOOTAGE_FPS: [u32; 2] = [15, 10];
 /// its window (the labelled times are approximate, read off the frames).
 const EVENT_TOLERANCE_S: f64 = 0.5;
 
+/// A labelled event's window widened by EVENT_TOLERANCE_S: where a
+/// recognised event counts for it, and where its closure scores are read.
+fn event_window(start: f64, end: f64) -> (f64, f64) {
+    (start - EVENT_TOLERANCE_S, end + EVENT_TOLERANCE_S)
+}
+
 /// Labelled events (clip, event, start s, end s) of the per-event annotation.
 fn labelled_events(path: &Path) -> Result<Vec<(String, String, f64, f64)>, String> {
     let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
@@ -582,7 +588,8 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
             let mut used = vec![false; found.len()];
             let mut missed = Vec::new();
             for (_, event, start, end) in events.iter().filter(|e| e.0 == *file) {
-                let hit = found.iter().enumerate().position(|(i, (kind, t))| !used[i] && kind == event && *t >= start - EVENT_TOLERANCE_S && *t <= end + EVENT_TOLERANCE_S);
+                let (from, to) = event_window(*start, *end);
+                let hit = found.iter().enumerate().position(|(i, (kind, t))| !used[i] && kind == event && *t >= from && *t <= to);
                 if let Some(i) = hit {
                     used[i] = true;
                 }
@@ -603,7 +610,7 @@ fn footage_events(root: &Path, src: &Sources) -> Result<Option<Value>, String> {
                 .flatten()
                 .filter_map(|p| Some((p[0].as_f64()? / 1000.0, p[1].as_f64()?)))
                 .collect();
-            let blink_windows: Vec<(f64, f64)> = events.iter().filter(|e| e.0 == *file && e.1 == "blink").map(|e| (e.2 - EVENT_TOLERANCE_S, e.3 + EVENT_TOLERANCE_S)).collect();
+            let blink_windows: Vec<(f64, f64)> = events.iter().filter(|e| e.0 == *file && e.1 == "blink").map(|e| event_window(e.2, e.3)).collect();
             let deepest = |frames: &mut dyn Iterator<Item = &(f64, f64)>| frames.max_by(|a, b| a.1.total_cmp(&b.1)).copied();
             for (start, end) in &blink_windows {
                 let d = deepest(&mut scores.iter().filter(|(t, _)| t >= start && t <= end));
