@@ -72,7 +72,7 @@ const DETECT_BEYOND_DEG: f32 = 8.0;
 /// next frame runs the detector.
 const MESH_PRESENCE_MIN: f32 = 0.5;
 /// While the blink step is current, a detection frame's passive liveness
-/// and embedding wait (`DeferredEvidence`): a blink closes the eyes for
+/// and embedding wait (their `EvidenceCrops` are kept): a blink closes the eyes for
 /// 100-400 ms, and a frame that runs the two liveness models and the
 /// embedder as well takes about three following frames' time in the
 /// browser, a gap a short blink falls into unseen. The waiting evidence is
@@ -152,12 +152,13 @@ pub struct DeviceSession {
     following: Option<(FaceTrack, usize)>,
     live_crop: Option<RgbImage>,
     /// Detection frames' evidence not measured yet (the blink step).
-    deferred: std::collections::VecDeque<DeferredEvidence>,
+    deferred: std::collections::VecDeque<EvidenceCrops>,
 }
 
 /// A detection frame's inputs to the evidence models, cut from the frame
-/// when it arrived so that they can be measured later (`MAX_DEFERRED`).
-struct DeferredEvidence {
+/// when it arrived: measured at once, or later during the blink step
+/// (`MAX_DEFERRED`).
+struct EvidenceCrops {
     /// One crop per passive-liveness model (`PassiveLiveness::crops`).
     liveness_crops: Option<Vec<RgbImage>>,
     /// The aligned face, when the frame is to be matched (a reference is
@@ -168,7 +169,7 @@ struct DeferredEvidence {
 /// Measure one frame's evidence: its passive-liveness score (returned) and
 /// its match against `reference`, added to the session's lists.
 #[cfg(feature = "inference")]
-fn measure_evidence(p: &Pipeline, reference: Option<&Embedding>, e: DeferredEvidence, passive: &mut Vec<f32>, matches: &mut Vec<(f32, Embedding)>) -> Result<Option<f32>> {
+fn measure_evidence(p: &Pipeline, reference: Option<&Embedding>, e: EvidenceCrops, passive: &mut Vec<f32>, matches: &mut Vec<(f32, Embedding)>) -> Result<Option<f32>> {
     let score = match (p.liveness.as_ref(), e.liveness_crops) {
         (Some(l), Some(crops)) => Some(l.score_crops(&crops)?),
         _ => None,
@@ -280,10 +281,10 @@ impl DeviceSession {
                 // the screen cue is cheap and needs the frame itself: now
                 update.screen_grid = crate::replay::screen_grid_score(img, det.bbox);
                 self.screen_grid.extend(update.screen_grid);
-                let frontal = reference.is_some() && sample.yaw.abs() <= MATCH_MAX_YAW && one_face && !update.face_cut_off;
-                let evidence = DeferredEvidence {
+                let to_match = reference.is_some() && sample.yaw.abs() <= MATCH_MAX_YAW && one_face && !update.face_cut_off;
+                let evidence = EvidenceCrops {
                     liveness_crops: p.liveness.as_ref().map(|l| l.crops(img, &det)),
-                    face_crop: frontal.then(|| p.embedder().map(|e| e.align(img, &det.landmarks))).transpose()?,
+                    face_crop: to_match.then(|| p.embedder().map(|e| e.align(img, &det.landmarks))).transpose()?,
                 };
                 if self.live_crop.is_none() {
                     self.live_crop = evidence.face_crop.clone();
@@ -337,11 +338,9 @@ impl DeviceSession {
     #[cfg(feature = "inference")]
     pub fn finish(&mut self, p: &Pipeline, reference: Option<&Embedding>, widget_version: &str, now_ms: u64, id_crop: Option<&RgbImage>) -> Result<SignedResult> {
         let config = self.config.clone().ok_or_else(|| FacegateError::InvalidInput("challenge not started".into()))?;
-        if self.progress.is_none() {
-            return Err(FacegateError::InvalidInput("challenge already finished".into()));
-        }
+        // (nothing waits once a session is finished: it cleared them)
         self.measure_deferred(p, reference)?;
-        let progress = self.progress.take().expect("checked above");
+        let progress = self.progress.take().ok_or_else(|| FacegateError::InvalidInput("challenge already finished".into()))?;
         let steps = progress.steps.clone();
         // steps passed so far are evidence even when the challenge is incomplete
         let transcript = progress.passed.clone();

@@ -43,6 +43,26 @@ fn track(p: &Pipeline, files: &[impl AsRef<Path>]) -> Vec<TrackSample> {
         .collect()
 }
 
+/// The first challenge seed (little-endian counters, repeated) whose
+/// sequence starts with `step`.
+fn seed_starting_with(step: Step) -> Vec<u8> {
+    (0u32..).map(|i| i.to_le_bytes().repeat(4)).find(|s| facegate::challenge::steps_for_seed(s)[0] == step).unwrap()
+}
+
+/// A session configuration with the product's thresholds for `seed`.
+fn session_config(p: &Pipeline, session_id: &str, seed: &[u8]) -> facegate::session::SessionConfig {
+    facegate::session::SessionConfig {
+        session_id: session_id.into(),
+        nonce: "00aa11bb".into(),
+        challenge_seed: hex::encode(seed),
+        transform_key: "cd".repeat(32),
+        match_threshold: p.calibration.threshold,
+        liveness_threshold: p.liveness.as_ref().unwrap().threshold,
+        screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
+        escrow_public_key: None,
+    }
+}
+
 #[test]
 fn real_head_turn_is_recognised_and_a_still_frame_performs_nothing() {
     let p = Pipeline::load_native(&PipelineOptions { liveness: false, ..Default::default() }).unwrap();
@@ -76,25 +96,14 @@ fn real_head_turn_is_recognised_and_a_still_frame_performs_nothing() {
 /// the track and a protected template, and no embedding.
 #[test]
 fn device_session_on_real_footage_signs_a_verifiable_result() {
-    use facegate::session::{DeviceSession, SessionConfig};
+    use facegate::session::DeviceSession;
     use facegate::signed::SignedResult;
     let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
     let id_photo = read_image_file(&clip().with_file_name("lin-manuel-miranda.png")).unwrap();
     let reference = p.embed_largest(&id_photo).unwrap().1;
     // a seed whose first step is the turn this footage performs
-    let seed = (0u32..).map(|i| i.to_le_bytes().repeat(4)).find(|s| facegate::challenge::steps_for_seed(s)[0] == Step::TurnRight).unwrap();
     let mut session = DeviceSession::new().unwrap();
-    let config = SessionConfig {
-        session_id: "sess_footage".into(),
-        nonce: "00aa11bb".into(),
-        challenge_seed: hex::encode(&seed),
-        transform_key: "cd".repeat(32),
-        match_threshold: p.calibration.threshold,
-        liveness_threshold: p.liveness.as_ref().unwrap().threshold,
-        screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
-        escrow_public_key: None,
-    };
-    let steps = session.begin(config).unwrap();
+    let steps = session.begin(session_config(&p, "sess_footage", &seed_starting_with(Step::TurnRight))).unwrap();
     let files = frames(4.0, 3.2, "session");
     for (i, f) in files.iter().enumerate() {
         let img = read_image_file(f).unwrap();
@@ -129,27 +138,16 @@ fn device_session_on_real_footage_signs_a_verifiable_result() {
 /// never performs (which measures every detection frame at once).
 #[test]
 fn evidence_measured_after_the_blink_step_gives_the_same_verdicts() {
-    use facegate::session::{DeviceSession, SessionConfig};
+    use facegate::session::DeviceSession;
     let p = Pipeline::load_native(&PipelineOptions::default()).unwrap();
     let id_photo = read_image_file(&clip().with_file_name("lin-manuel-miranda.png")).unwrap();
     let reference = p.embed_largest(&id_photo).unwrap().1;
     let files = frames(4.0, 2.0, "deferred");
-    let seed_starting_with = |step| (0u32..).map(|i| i.to_le_bytes().repeat(4)).find(|s| facegate::challenge::steps_for_seed(s)[0] == step).unwrap();
     // (signed passive liveness, match score, frames of the first step whose
     // update carried a passive score, frames read in the blink step)
     let run = |step: Step| {
         let mut session = DeviceSession::new().unwrap();
-        let config = SessionConfig {
-            session_id: "sess_deferred".into(),
-            nonce: "00aa11bb".into(),
-            challenge_seed: hex::encode(seed_starting_with(step)),
-            transform_key: "cd".repeat(32),
-            match_threshold: p.calibration.threshold,
-            liveness_threshold: p.liveness.as_ref().unwrap().threshold,
-            screen_grid_threshold: facegate::replay::DEFAULT_SCREEN_GRID_THRESHOLD,
-            escrow_public_key: None,
-        };
-        session.begin(config).unwrap();
+        session.begin(session_config(&p, "sess_deferred", &seed_starting_with(step))).unwrap();
         let (mut scored, mut in_blink_step) = (0, 0);
         for (i, f) in files.iter().enumerate() {
             let update = session.push_frame(&p, Some(&reference), &read_image_file(f).unwrap(), (i as f32 * 1000.0 / FPS) as u32).unwrap();
