@@ -1,7 +1,7 @@
 //! HTTP API (axum). Every refusal is a status plus a stable reason code;
 //! the browser only ever learns the decision and a reason, never a score.
 
-use crate::db::{Db, Decision, SessionRow};
+use crate::db::{Db, Decided, Decision, SessionRow};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -325,30 +325,26 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     );
     let pass = reason == "ok";
     // duplicate check in the protected domain: one face, several subscribers
+    // (the 1:N check has its own, stricter operating point: its false
+    // accepts add up over every stored template)
+    let cal = cfg.duplicate_calibration();
     let mut candidates: Vec<(String, f32)> = Vec::new();
+    // what the search covered: the probe's bits and the last template number searched
+    let mut searched: Option<(Vec<u8>, i64)> = None;
     if pass {
         let bits = template.bit_bytes().map_err(|e| bad("invalid_template", e.to_string()))?;
-        let hits = state.templates.duplicates(&state.db, &bits, &s.subscriber_id).await.map_err(|e| {
+        let (hits, upto) = state.templates.duplicates(&state.db, &bits, &s.subscriber_id).await.map_err(|e| {
             // the session stays open: the client may submit again
             tracing::error!(error = %e, "duplicate search failed");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "template_store_unavailable", "the template store did not answer; no decision was made")
         })?;
-        // the 1:N check has its own, stricter operating point: its false
-        // accepts add up over every stored template
-        let cal = cfg.duplicate_calibration();
-        for hit in hits {
-            let score = facegate::template::score_of_distance(hit.distance, &cal);
-            // a subscriber with several stored templates is one candidate, at its best score
-            match candidates.iter_mut().find(|c| c.0 == hit.subscriber_id) {
-                Some(c) => c.1 = c.1.max(score),
-                None => candidates.push((hit.subscriber_id, score)),
-            }
-        }
+        add_candidates(&mut candidates, hits, &cal);
+        searched = Some((bits, upto));
     }
-    let duplicates = ranked_candidates(candidates, cfg.duplicate_points);
+    let duplicates = ranked_candidates(candidates.clone(), cfg.duplicate_points);
     let decision = if pass { "pass" } else { "fail" };
     let dup_json = serde_json::to_string(&duplicates).expect("serialisable");
-    let stored = state
+    let decided = state
         .db
         .decide(&Decision {
             session_id: &s.id,
@@ -360,8 +356,31 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
             evidence: evidence.as_ref().map(|(key_id, sealed)| (*key_id, sealed.as_str())),
         })
         .await?;
-    if !stored {
-        return Err(refuse(StatusCode::CONFLICT, "replayed_nonce", "this session's nonce was already used"));
+    let template_seq = match decided {
+        Decided::Replayed => return Err(refuse(StatusCode::CONFLICT, "replayed_nonce", "this session's nonce was already used")),
+        Decided::Recorded { template_seq } => template_seq,
+    };
+    // Templates stored between the search and this one (numbers commit in
+    // order): a registration of the same face at the same moment searched
+    // before this template was stored, and this one before it was, so
+    // neither search saw the other. The later registration looks again at
+    // exactly those and records what it finds, before it answers; the
+    // earlier one has nothing to find. No lock: verifications on every
+    // server process keep going in parallel.
+    if let (Some((bits, upto)), Some(own)) = (searched, template_seq) {
+        if own > upto + 1 {
+            match state.templates.duplicates_stored_between(&state.db, &bits, &s.subscriber_id, upto, own).await {
+                Ok(hits) if !hits.is_empty() => {
+                    add_candidates(&mut candidates, hits, &cal);
+                    let dup_json = serde_json::to_string(&ranked_candidates(candidates, cfg.duplicate_points)).expect("serialisable");
+                    if let Err(e) = state.db.set_duplicates(&s.id, &dup_json).await {
+                        tracing::error!(session = %s.id, error = %e, "a duplicate stored at the same moment was found but not recorded");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(session = %s.id, error = %e, "templates stored during this verification were not checked for duplicates"),
+            }
+        }
     }
     tracing::info!(session = %s.id, decision, reason, "result decided");
     Ok(Json(json!({"decision": decision, "reason": reason})).into_response())
@@ -370,6 +389,18 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
 async fn get_session(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
     check_api_key(&state, &headers)?;
     Ok(Json(decision_record(&state, &id).await?).into_response())
+}
+
+/// Duplicate search hits as candidates: a subscriber with several stored
+/// templates is one candidate, at its best score.
+fn add_candidates(candidates: &mut Vec<(String, f32)>, hits: Vec<facegate::search::Hit>, cal: &facegate::matching::Calibration) {
+    for hit in hits {
+        let score = facegate::template::score_of_distance(hit.distance, cal);
+        match candidates.iter_mut().find(|c| c.0 == hit.subscriber_id) {
+            Some(c) => c.1 = c.1.max(score),
+            None => candidates.push((hit.subscriber_id, score)),
+        }
+    }
 }
 
 /// At most this many duplicate candidates are recorded per verification,

@@ -101,6 +101,16 @@ fn session_from(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
+/// What `Db::decide` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    /// The session was no longer open: nothing was written.
+    Replayed,
+    /// The decision is recorded, with the sequence number of the template
+    /// it stored (a pass).
+    Recorded { template_seq: Option<i64> },
+}
+
 /// What a decided session writes, all in one transaction.
 pub struct Decision<'a> {
     pub session_id: &'a str,
@@ -130,14 +140,14 @@ async fn next_template_seq(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<
     sqlx::query("UPDATE template_seq SET last = last + 1 WHERE id = 1 RETURNING last").fetch_one(&mut **tx).await?.try_get("last")
 }
 
-/// Store a sealed template under the next sequence number.
+/// Store a sealed template under the next sequence number, which it returns.
 async fn insert_template(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     session_id: &str,
     subscriber_id: &str,
     template: &facegate::template::ProtectedTemplate,
     created_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let bits = template.bit_bytes().map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
     let seq = next_template_seq(tx).await?;
     sqlx::query(
@@ -154,7 +164,7 @@ async fn insert_template(
     .bind(created_ms)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(seq)
 }
 
 fn stored_change(row: &AnyRow) -> Result<Option<Change>, sqlx::Error> {
@@ -339,9 +349,9 @@ impl Db {
         Ok(sqlx::query("DELETE FROM template_revocations WHERE created_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }
 
-    /// Use the nonce and record the decision atomically; false when the
+    /// Use the nonce and record the decision atomically: `Replayed` when the
     /// session was no longer open (a replay or a concurrent submission).
-    pub async fn decide(&self, d: &Decision<'_>) -> Result<bool, sqlx::Error> {
+    pub async fn decide(&self, d: &Decision<'_>) -> Result<Decided, sqlx::Error> {
         if self.postgres && d.evidence.is_none() {
             return self.decide_in_one_statement(d).await;
         }
@@ -359,10 +369,11 @@ impl Db {
         .await?;
         if r.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Decided::Replayed);
         }
+        let mut template_seq = None;
         if let Some((subscriber, template)) = d.template {
-            insert_template(&mut tx, d.session_id, subscriber, template, d.decided_ms).await?;
+            template_seq = Some(insert_template(&mut tx, d.session_id, subscriber, template, d.decided_ms).await?);
         }
         if let Some((recipient, sealed)) = d.evidence {
             sqlx::query("INSERT INTO evidence (session_id, recipient_key_id, sealed, created_ms) VALUES ($1, $2, $3, $4)")
@@ -374,7 +385,7 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Decided::Recorded { template_seq })
     }
 
     /// `decide` on PostgreSQL as one statement (data-modifying CTEs, one
@@ -384,7 +395,7 @@ impl Db {
     /// passing verifications could commit per second. The session update,
     /// the number and the template row commit together or not at all, as in
     /// the transaction (a pass that stored no template fails as a whole).
-    async fn decide_in_one_statement(&self, d: &Decision<'_>) -> Result<bool, sqlx::Error> {
+    async fn decide_in_one_statement(&self, d: &Decision<'_>) -> Result<Decided, sqlx::Error> {
         let base = sqlx::query(
             "WITH decided AS (
                 UPDATE sessions SET state = 'decided', decision = $1, reason = $2, duplicates = $3, decided_ms = $4
@@ -396,7 +407,7 @@ impl Db {
                 INSERT INTO face_templates (seq, session_id, subscriber_id, scheme, transform_key_id, storage_key_id, bits, created_ms)
                 SELECT last, $5, $7, $8, $9, $10, $11, $4 FROM numbered RETURNING seq
              )
-             SELECT (SELECT COUNT(*) FROM decided) AS decided,
+             SELECT (SELECT COUNT(*) FROM decided) AS decided, (SELECT seq FROM stored) AS template_seq,
                     -- a pass whose template was not stored (no counter row)
                     -- divides by zero: the error rolls the whole statement back
                     1 / ((SELECT COUNT(*) FROM stored) + CASE WHEN $6 AND EXISTS (SELECT 1 FROM decided) THEN 0 ELSE 1 END) AS stored_as_asked",
@@ -420,7 +431,17 @@ impl Db {
             }
             None => base.bind(false).bind("").bind("").bind("").bind("").bind(Vec::<u8>::new()).fetch_one(&self.pool).await?,
         };
-        Ok(row.try_get::<i64, _>("decided")? == 1)
+        Ok(match row.try_get::<i64, _>("decided")? {
+            1 => Decided::Recorded { template_seq: row.try_get("template_seq")? },
+            _ => Decided::Replayed,
+        })
+    }
+
+    /// The duplicate candidates of a decided session, replaced: the check
+    /// after storing found more (`api::submit_result`).
+    pub async fn set_duplicates(&self, session_id: &str, duplicates: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE sessions SET duplicates = $1 WHERE id = $2 AND state = 'decided'").bind(duplicates).bind(session_id).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The sealed evidence of a session and when it was stored.

@@ -197,9 +197,10 @@ impl TemplateSearch {
     }
 
     /// Stored templates of other subscribers within the duplicate threshold
-    /// of `probe`, after catching up with the database.
-    pub async fn duplicates(&self, db: &Db, probe: &[u8], except_subscriber: &str) -> Result<Vec<Hit>, sqlx::Error> {
-        let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok(Vec::new()) };
+    /// of `probe`, after catching up with the database, and the sequence
+    /// number up to which every stored template was searched.
+    pub async fn duplicates(&self, db: &Db, probe: &[u8], except_subscriber: &str) -> Result<(Vec<Hit>, i64), sqlx::Error> {
+        let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok((Vec::new(), i64::MAX)) };
         let probe = Box::new(probe);
         for _ in 0..3 {
             let (after, changes, upto) = self.catch_up(db).await?;
@@ -207,10 +208,29 @@ impl TemplateSearch {
             let search = Request { probe: probe.clone(), thresholds, except_subscriber: except_subscriber.to_string(), answer };
             self.jobs.send(Job { after, changes, upto, search: Some(search) }).map_err(|_| sqlx::Error::WorkerCrashed)?;
             if let Some(hits) = hits.await.map_err(|_| sqlx::Error::WorkerCrashed)? {
-                return Ok(hits);
+                return Ok((hits, upto));
             }
         }
         Err(sqlx::Error::Protocol("the duplicate search index was reloaded three times during one search".into()))
+    }
+
+    /// The templates stored in (after, before) that are duplicates of
+    /// `probe`, read from the database itself: those committed between a
+    /// verification's search (`duplicates`, which covered up to `after`)
+    /// and its own template (number `before`). Two registrations of one
+    /// face at the same moment each search before the other is stored; the
+    /// later of the two finds the earlier here. Usually a handful of rows;
+    /// a bulk load in between is read in ranges.
+    pub async fn duplicates_stored_between(&self, db: &Db, probe: &[u8], except_subscriber: &str, after: i64, before: i64) -> Result<Vec<Hit>, sqlx::Error> {
+        let (Some(thresholds), Some(probe)) = (self.thresholds, pack(probe)) else { return Ok(Vec::new()) };
+        let mut between = TemplateIndex::default();
+        let mut from = after;
+        while from < before - 1 {
+            let upto = (before - 1).min(from + crate::db::LOAD_BATCH);
+            between.apply(db.template_changes(from, upto, (&self.keys.0, &self.keys.1)).await?, upto);
+            from = upto;
+        }
+        Ok(between.search(&probe, thresholds, except_subscriber))
     }
 }
 

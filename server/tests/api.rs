@@ -327,6 +327,44 @@ fn two_servers_share_the_template_store(a: &Server, tag: &str) {
     assert_eq!(found, ["wendy", "xena"]);
 }
 
+/// One face registered for two subscribers at the same moment, through
+/// `a` and `b` (the same server or two on one database), in `rounds`
+/// rounds: each search runs before the other's template is stored, yet the
+/// later of the two must list the earlier as a candidate (the check after
+/// storing, `api::submit_result`). Returns the rounds in which neither did.
+fn simultaneous_registrations_find_each_other(a: &Server, b: &Server, tag: &str, rounds: u8) -> Vec<u8> {
+    let mut missed = Vec::new();
+    for round in 0..rounds {
+        let face = 100 + round;
+        let flows = [(a, new_session(a, &format!("{tag}-race-{round}-a"), &format!("{tag}-racer-{round}-a"))), (b, new_session(b, &format!("{tag}-race-{round}-b"), &format!("{tag}-racer-{round}-b")))];
+        let wires: Vec<String> = flows.iter().map(|(_, f)| f.key.sign(result(f, face, 0.95)).unwrap().to_json().unwrap()).collect();
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for ((s, f), wire) in flows.iter().zip(&wires) {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    let (st, ans) = submit(s, f, wire);
+                    assert_eq!((st, ans["decision"].clone()), (200, json!("pass")), "{ans}");
+                });
+            }
+        });
+        let listed = |(s, f): &(&Server, Flow)| record(s, f)["possible_duplicates"].as_array().unwrap().len();
+        let found: Vec<usize> = flows.iter().map(listed).collect();
+        assert!(found.iter().all(|&n| n <= 1), "round {round}: {found:?}");
+        if found == [0, 0] {
+            missed.push(round);
+        }
+    }
+    missed
+}
+
+#[test]
+fn sqlite_simultaneous_registrations_of_one_face_are_flagged() {
+    let s = start(None, "sqlite-race");
+    assert_eq!(simultaneous_registrations_find_each_other(&s, &s, "sqlite", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
+}
+
 #[test]
 fn sqlite_flow_duplicates_and_hostile_input() {
     let s = start(None, "sqlite");
@@ -419,6 +457,16 @@ fn postgres_flow_duplicates_and_hostile_input() {
     flow_and_duplicates(&s);
     hostile(&s);
     two_servers_share_the_template_store(&s, "pg");
+}
+
+/// Two server processes on one PostgreSQL database, the same face
+/// registered through each at the same moment.
+#[test]
+fn postgres_simultaneous_registrations_on_two_servers_are_flagged() {
+    let url = std::env::var("FACEGATE_TEST_POSTGRES_URL")
+        .expect("FACEGATE_TEST_POSTGRES_URL must name an empty PostgreSQL database (cargo xtask test starts one)");
+    let (a, b) = (start(Some(&url), "pg-race-a"), start(Some(&url), "pg-race-b"));
+    assert_eq!(simultaneous_registrations_find_each_other(&a, &b, "pg", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
 }
 
 /// The stored templates partitioned across PostgreSQL servers with
