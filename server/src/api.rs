@@ -1,7 +1,7 @@
 //! HTTP API (axum). Every refusal is a status plus a stable reason code;
 //! the browser only ever learns the decision and a reason, never a score.
 
-use crate::db::{Db, Decided, Decision, SessionRow};
+use crate::db::{Db, Decided, Decision, Opened, SessionLimits, SessionRow};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -177,14 +177,8 @@ async fn create_session(State(state): State<Shared>, headers: HeaderMap, body: a
 async fn open_session(state: &AppState, order_id: String, subscriber_id: String) -> Result<SessionRow, ApiError> {
     check_identifier("order_id", &order_id)?;
     check_identifier("subscriber_id", &subscriber_id)?;
-    if state.db.sessions_for_order(&order_id).await? >= state.config.max_sessions_per_order {
-        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this order reached"));
-    }
     let now = now_ms();
     const DAY_MS: i64 = 24 * 3600 * 1000;
-    if state.db.sessions_for_subscriber_since(&subscriber_id, now - DAY_MS).await? >= state.config.max_sessions_per_subscriber_per_day {
-        return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this subscriber reached"));
-    }
     let s = SessionRow {
         id: format!("sess_{}", random_hex(16)),
         order_id,
@@ -200,7 +194,12 @@ async fn open_session(state: &AppState, order_id: String, subscriber_id: String)
         duplicates: None,
         decided_ms: None,
     };
-    state.db.insert_session(&s).await?;
+    let limits = SessionLimits { per_order: state.config.max_sessions_per_order, per_subscriber: state.config.max_sessions_per_subscriber_per_day, subscriber_since_ms: now - DAY_MS };
+    match state.db.insert_session_within_limits(&s, limits).await? {
+        Opened::Created => {}
+        Opened::OrderLimitReached => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this order reached")),
+        Opened::SubscriberLimitReached => return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "attempt limit for this subscriber reached")),
+    }
     tracing::info!(session = %s.id, "session created");
     Ok(s)
 }

@@ -101,6 +101,22 @@ fn session_from(row: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
+/// The attempt limits a new session must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub per_order: i64,
+    pub per_subscriber: i64,
+    pub subscriber_since_ms: i64,
+}
+
+/// What `Db::insert_session_within_limits` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    Created,
+    OrderLimitReached,
+    SubscriberLimitReached,
+}
+
 /// What `Db::decide` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decided {
@@ -230,21 +246,6 @@ impl Db {
         Ok(value)
     }
 
-    pub async fn sessions_for_order(&self, order_id: &str) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE order_id = $1").bind(order_id).fetch_one(&self.pool).await?;
-        row.try_get("n")
-    }
-
-    /// Sessions opened for a subscriber since `since_ms` (attempt limit).
-    pub async fn sessions_for_subscriber_since(&self, subscriber_id: &str, since_ms: i64) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE subscriber_id = $1 AND created_ms >= $2")
-            .bind(subscriber_id)
-            .bind(since_ms)
-            .fetch_one(&self.pool)
-            .await?;
-        row.try_get("n")
-    }
-
     /// Nonce-expiry sweep: open sessions past their expiry can never be
     /// used; mark them so and forget their device key.
     pub async fn expire_sessions(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
@@ -255,10 +256,28 @@ impl Db {
         Ok(r.rows_affected())
     }
 
-    pub async fn insert_session(&self, s: &SessionRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    /// Insert a new session unless the order already has `limits.per_order`
+    /// sessions or the subscriber `limits.per_subscriber` since
+    /// `limits.subscriber_since_ms`: the counts and the insert are one step,
+    /// so requests at the same moment (through any server process) cannot
+    /// each count without the others and all get in. One statement does it
+    /// on SQLite (a writing statement holds the database's write lock from
+    /// its start); PostgreSQL reads committed rows only, so there the
+    /// transaction first takes advisory locks on the order and the
+    /// subscriber, which requests for the same order or subscriber wait on.
+    pub async fn insert_session_within_limits(&self, s: &SessionRow, limits: SessionLimits) -> Result<Opened, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            // always the order's lock before the subscriber's: no two
+            // requests wait on each other in a circle
+            sqlx::query("SELECT pg_advisory_xact_lock(1, hashtext($1))").bind(&s.order_id).execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(2, hashtext($1))").bind(&s.subscriber_id).execute(&mut *tx).await?;
+        }
+        let inserted = sqlx::query(
             "INSERT INTO sessions (id, order_id, subscriber_id, nonce, challenge_seed, created_ms, expires_ms, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+              WHERE (SELECT COUNT(*) FROM sessions WHERE order_id = $2) < $9
+                AND (SELECT COUNT(*) FROM sessions WHERE subscriber_id = $3 AND created_ms >= $10) < $11",
         )
         .bind(&s.id)
         .bind(&s.order_id)
@@ -268,9 +287,20 @@ impl Db {
         .bind(s.created_ms)
         .bind(s.expires_ms)
         .bind(&s.state)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(limits.per_order)
+        .bind(limits.subscriber_since_ms)
+        .bind(limits.per_subscriber)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            tx.commit().await?;
+            return Ok(Opened::Created);
+        }
+        let for_order: i64 = sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE order_id = $1").bind(&s.order_id).fetch_one(&mut *tx).await?.try_get("n")?;
+        tx.rollback().await?;
+        Ok(if for_order >= limits.per_order { Opened::OrderLimitReached } else { Opened::SubscriberLimitReached })
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, sqlx::Error> {

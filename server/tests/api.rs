@@ -359,10 +359,49 @@ fn simultaneous_registrations_find_each_other(a: &Server, b: &Server, tag: &str,
     missed
 }
 
+/// A server for the simultaneous-request tests: attempt limits of 2
+/// sessions per order and 3 per subscriber a day.
+fn start_for_races(db: Option<&str>, tag: &str) -> Server {
+    start_with(db, tag, &["--max-sessions-per-order", "2", "--max-sessions-per-subscriber-per-day", "3"])
+}
+
+/// Sessions requested at the same moment, alternately through `a` and `b`:
+/// 12 for one order (each for another subscriber), then 12 for one
+/// subscriber (each for another order). The attempt limits must hold as
+/// they do one request at a time: (sessions created for the order, for the
+/// subscriber); every other request is refused with `too_many_attempts`.
+fn simultaneous_sessions_within_limits(a: &Server, b: &Server, tag: &str) -> (usize, usize) {
+    let burst = |requests: Vec<(String, String)>| {
+        let start = std::sync::Barrier::new(requests.len());
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, (order, subscriber))| {
+                    let (start, base) = (&start, if i % 2 == 0 { &a.base } else { &b.base });
+                    scope.spawn(move || {
+                        start.wait();
+                        call("POST", &format!("{base}/v1/sessions"), Some(API_KEY), Some(&json!({"order_id": order, "subscriber_id": subscriber}).to_string()))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (st, v) in &answers {
+            assert!(*st == 201 || (*st == 429 && v["error"] == "too_many_attempts"), "{st} {v}");
+        }
+        answers.iter().filter(|(st, _)| *st == 201).count()
+    };
+    let for_order = burst((0..12).map(|i| (format!("{tag}-burst-order"), format!("{tag}-burst-{i}"))).collect());
+    let for_subscriber = burst((0..12).map(|i| (format!("{tag}-burst-{i}"), format!("{tag}-burst-subscriber"))).collect());
+    (for_order, for_subscriber)
+}
+
 #[test]
 fn sqlite_simultaneous_registrations_of_one_face_are_flagged() {
-    let s = start(None, "sqlite-race");
+    let s = start_for_races(None, "sqlite-race");
     assert_eq!(simultaneous_registrations_find_each_other(&s, &s, "sqlite", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
+    assert_eq!(simultaneous_sessions_within_limits(&s, &s, "sqlite"), (2, 3), "sessions created for one order, for one subscriber");
 }
 
 #[test]
@@ -460,13 +499,15 @@ fn postgres_flow_duplicates_and_hostile_input() {
 }
 
 /// Two server processes on one PostgreSQL database, the same face
-/// registered through each at the same moment.
+/// registered through each at the same moment, and sessions requested
+/// through both at once.
 #[test]
 fn postgres_simultaneous_registrations_on_two_servers_are_flagged() {
     let url = std::env::var("FACEGATE_TEST_POSTGRES_URL")
         .expect("FACEGATE_TEST_POSTGRES_URL must name an empty PostgreSQL database (cargo xtask test starts one)");
-    let (a, b) = (start(Some(&url), "pg-race-a"), start(Some(&url), "pg-race-b"));
+    let (a, b) = (start_for_races(Some(&url), "pg-race-a"), start_for_races(Some(&url), "pg-race-b"));
     assert_eq!(simultaneous_registrations_find_each_other(&a, &b, "pg", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
+    assert_eq!(simultaneous_sessions_within_limits(&a, &b, "pg"), (2, 3), "sessions created for one order, for one subscriber");
 }
 
 /// The stored templates partitioned across PostgreSQL servers with
