@@ -468,7 +468,7 @@ impl Db {
     }
 
     /// The duplicate candidates of a decided session, replaced: the check
-    /// after storing found more (`api::submit_result`).
+    /// after storing found more (`api::decide_result`).
     pub async fn set_duplicates(&self, session_id: &str, duplicates: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE sessions SET duplicates = $1 WHERE id = $2 AND state = 'decided'").bind(duplicates).bind(session_id).execute(&self.pool).await?;
         Ok(())

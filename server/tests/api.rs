@@ -331,11 +331,12 @@ fn two_servers_share_the_template_store(a: &Server, tag: &str) {
 /// `a` and `b` (the same server or two on one database), in `rounds`
 /// rounds: each search runs before the other's template is stored, yet the
 /// later of the two must list the earlier as a candidate (the check after
-/// storing, `api::submit_result`). Returns the rounds in which neither did.
-fn simultaneous_registrations_find_each_other(a: &Server, b: &Server, tag: &str, rounds: u8) -> Vec<u8> {
+/// storing, `api::decide_result`), and only that one: faces `first_face..`
+/// must be new to the store. Returns the rounds in which neither did.
+fn simultaneous_registrations_find_each_other(a: &Server, b: &Server, tag: &str, first_face: u8, rounds: u8) -> Vec<u8> {
     let mut missed = Vec::new();
     for round in 0..rounds {
-        let face = 100 + round;
+        let face = first_face + round;
         let flows = [(a, new_session(a, &format!("{tag}-race-{round}-a"), &format!("{tag}-racer-{round}-a"))), (b, new_session(b, &format!("{tag}-race-{round}-b"), &format!("{tag}-racer-{round}-b")))];
         let wires: Vec<String> = flows.iter().map(|(_, f)| f.key.sign(result(f, face, 0.95)).unwrap().to_json().unwrap()).collect();
         let start = std::sync::Barrier::new(2);
@@ -400,8 +401,12 @@ fn simultaneous_sessions_within_limits(a: &Server, b: &Server, tag: &str) -> (us
 #[test]
 fn sqlite_simultaneous_registrations_of_one_face_are_flagged() {
     let s = start_for_races(None, "sqlite-race");
-    assert_eq!(simultaneous_registrations_find_each_other(&s, &s, "sqlite", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
+    assert_eq!(simultaneous_registrations_find_each_other(&s, &s, "sqlite", 100, 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
     assert_eq!(simultaneous_sessions_within_limits(&s, &s, "sqlite"), (2, 3), "sessions created for one order, for one subscriber");
+    // and two server processes on the one SQLite file
+    let t = start_for_races(Some(&s.db), "sqlite-race-second");
+    assert_eq!(simultaneous_registrations_find_each_other(&s, &t, "sqlite2", 130, 20), Vec::<u8>::new(), "two servers: rounds in which neither registration saw the other");
+    assert_eq!(simultaneous_sessions_within_limits(&s, &t, "sqlite2"), (2, 3), "two servers: sessions created for one order, for one subscriber");
 }
 
 #[test]
@@ -506,7 +511,7 @@ fn postgres_simultaneous_registrations_on_two_servers_are_flagged() {
     let url = std::env::var("FACEGATE_TEST_POSTGRES_URL")
         .expect("FACEGATE_TEST_POSTGRES_URL must name an empty PostgreSQL database (cargo xtask test starts one)");
     let (a, b) = (start_for_races(Some(&url), "pg-race-a"), start_for_races(Some(&url), "pg-race-b"));
-    assert_eq!(simultaneous_registrations_find_each_other(&a, &b, "pg", 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
+    assert_eq!(simultaneous_registrations_find_each_other(&a, &b, "pg", 100, 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
     assert_eq!(simultaneous_sessions_within_limits(&a, &b, "pg"), (2, 3), "sessions created for one order, for one subscriber");
 }
 
