@@ -367,7 +367,7 @@ async fn decide_result(state: &AppState, id: &str, body: &[u8]) -> Result<Respon
     // earlier one has nothing to find. No lock: verifications on every
     // server process keep going in parallel.
     if let (Some((bits, upto)), Some(own)) = (searched, template_seq) {
-        if own > upto + 1 {
+        if own > upto.saturating_add(1) {
             match state.templates.duplicates_stored_between(&state.db, &bits, &s.subscriber_id, upto, own).await {
                 Ok(hits) if !hits.is_empty() => {
                     add_candidates(&mut candidates, hits, &cal);
