@@ -186,14 +186,7 @@ fn closure_score(both: f32, left: f32, right: f32) -> f32 {
 /// The closure score of every frame of a track (`None` while the open level
 /// is still being learnt): (t_ms, score).
 pub fn closure_scores(track: &[TrackSample]) -> Vec<(u32, Option<f32>)> {
-    let mut blink = BlinkDetector::default();
-    track
-        .iter()
-        .map(|s| {
-            blink.push(s);
-            (s.t_ms, blink.last_score)
-        })
-        .collect()
+    events_and_closure_scores(track).1
 }
 
 /// A blink anywhere in the track.
@@ -246,11 +239,20 @@ pub struct TrackEvents {
 /// footage has no such start, so here it is the track's median yaw, the pose
 /// the person keeps coming back to.
 pub fn events(track: &[TrackSample]) -> TrackEvents {
+    events_and_closure_scores(track).0
+}
+
+/// `events` and `closure_scores` from one pass of the blink recogniser.
+pub fn events_and_closure_scores(track: &[TrackSample]) -> (TrackEvents, Vec<(u32, Option<f32>)>) {
     let mut out = TrackEvents::default();
     let mut blink = BlinkDetector::default();
-    out.blinks.extend(track.iter().filter_map(|s| blink.push(s)));
+    let mut scores = Vec::with_capacity(track.len());
+    for s in track {
+        out.blinks.extend(blink.push(s));
+        scores.push((s.t_ms, blink.last_score));
+    }
     let mut yaws: Vec<f32> = track.iter().map(|s| s.yaw).collect();
-    let Some(frontal) = median(&mut yaws) else { return out };
+    let Some(frontal) = median(&mut yaws) else { return (out, scores) };
     let mut current: Option<TurnEvent> = None;
     for s in track {
         let from_frontal = s.yaw - frontal;
@@ -270,7 +272,7 @@ pub fn events(track: &[TrackSample]) -> TrackEvents {
         }
     }
     out.turns.extend(current);
-    out
+    (out, scores)
 }
 
 /// The challenge a session asks for, derived from the server's seed so that

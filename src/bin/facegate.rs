@@ -533,7 +533,7 @@ fn pairs(p: &Pipeline, csv: &Path, dir: &Path, protect_key: Option<&str>, id_sty
 }
 
 fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive: bool, schedule: Schedule) -> Result<serde_json::Value> {
-    use facegate::challenge::{closure_scores, events, performed, steps_for_seed, verify_track, Step};
+    use facegate::challenge::{events_and_closure_scores, performed, steps_for_seed, verify_track, Step};
     use facegate::session::{DeviceSession, SessionConfig};
     if !(fps > 0.0) {
         return Err(FacegateError::InvalidInput("--fps must be positive".into()));
@@ -583,7 +583,7 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         session.measure_deferred(p, None)?;
         passive_scores = session.passive_scores().to_vec();
     }
-    let recognised = events(&samples);
+    let (recognised, closure_scores) = events_and_closure_scores(&samples);
     let mut v = json!({
         "frames": per_frame,
         "faces_found": samples.len(),
@@ -595,7 +595,7 @@ fn track(p: &Pipeline, frames: &[PathBuf], fps: f32, seed: Option<&str>, passive
         "blinks": recognised.blinks,
         "turns": recognised.turns,
         // how close every frame came to the blink rule's "closed" (>= 1)
-        "closure_scores": closure_scores(&samples),
+        "closure_scores": closure_scores,
     });
     if session.is_some() {
         // the screen-replay cue as the session aggregates it (detection frames)
