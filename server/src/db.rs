@@ -12,6 +12,10 @@ pub struct Db {
     postgres: bool,
 }
 
+/// The advisory lock (PostgreSQL) that server processes starting on one
+/// database take in turn to migrate it: any fixed number.
+const MIGRATION_LOCK: i64 = 0x6661_6365_6761_7465; // "facegate"
+
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -200,12 +204,37 @@ impl Db {
             format!("sqlite://{target}?mode=rwc")
         };
         let pool = AnyPoolOptions::new().max_connections(if url.starts_with("sqlite:") { 1 } else { 8 }).connect(&url).await?;
-        for m in MIGRATIONS {
-            sqlx::query(m).execute(&pool).await?;
-        }
         let db = Db { postgres: !url.starts_with("sqlite:"), pool };
+        if db.postgres {
+            // one transaction, after every other server process starting
+            // on the same database: PostgreSQL's CREATE ... IF NOT EXISTS is
+            // not safe against a concurrent one (2 of 3 replicas started at
+            // once on a fresh database failed on pg_type's unique index)
+            let mut tx = db.begin_migration().await?;
+            for m in MIGRATIONS {
+                sqlx::query(m).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        } else {
+            // one statement at a time: each takes SQLite's write lock on its
+            // own, while a transaction that read first and then wrote would
+            // be refused (SQLITE_BUSY) beside another process's commit
+            for m in MIGRATIONS {
+                sqlx::query(m).execute(&db.pool).await?;
+            }
+        }
         db.migrate_json_templates().await?;
         Ok(db)
+    }
+
+    /// A transaction that holds the migration lock on PostgreSQL until it
+    /// ends (SQLite's write lock serialises its migrations already).
+    async fn begin_migration(&self) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+        }
+        Ok(tx)
     }
 
     /// Databases made before templates were stored as bytes kept them as
@@ -218,10 +247,11 @@ impl Db {
         } else {
             "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'templates'"
         };
-        if sqlx::query(exists).fetch_one(&self.pool).await?.try_get::<i64, _>("n")? == 0 {
+        let mut tx = self.begin_migration().await?;
+        // (read under the lock: another server may have moved them meanwhile)
+        if sqlx::query(exists).fetch_one(&mut *tx).await?.try_get::<i64, _>("n")? == 0 {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query("SELECT session_id, subscriber_id, template, created_ms FROM templates ORDER BY created_ms, session_id").fetch_all(&mut *tx).await?;
         for row in &rows {
             let session_id: String = row.try_get("session_id")?;
@@ -236,14 +266,16 @@ impl Db {
         Ok(())
     }
 
-    /// A persistent setting, created with `make` on first use.
+    /// A persistent setting, created with `make` on first use. Servers
+    /// starting at once on a new database may each make one: the first
+    /// stored wins and every one of them reads that.
     pub async fn setting(&self, name: &str, make: impl FnOnce() -> String) -> Result<String, sqlx::Error> {
-        if let Some(row) = sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name).fetch_optional(&self.pool).await? {
+        let read = || sqlx::query("SELECT value FROM settings WHERE name = $1").bind(name);
+        if let Some(row) = read().fetch_optional(&self.pool).await? {
             return row.try_get("value");
         }
-        let value = make();
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2)").bind(name).bind(&value).execute(&self.pool).await?;
-        Ok(value)
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING").bind(name).bind(make()).execute(&self.pool).await?;
+        read().fetch_one(&self.pool).await?.try_get("value")
     }
 
     /// Nonce-expiry sweep: open sessions past their expiry can never be

@@ -503,6 +503,49 @@ fn postgres_flow_duplicates_and_hostile_input() {
     two_servers_share_the_template_store(&s, "pg");
 }
 
+/// `n` server processes started at the same moment on one new database:
+/// every one must come up (the migrations and the first keys made once)
+/// and all must use the same transform key, or templates made through one
+/// would never match those of another.
+fn started_at_once_agree(db: &str, tag: &str, n: usize) {
+    let start_all = std::sync::Barrier::new(n);
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let start_all = &start_all;
+                scope.spawn(move || {
+                    start_all.wait();
+                    start(Some(db), &format!("{tag}-{i}"))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("every server starts")).collect()
+    });
+    let keys: Vec<Value> = servers.iter().enumerate().map(|(i, s)| new_session(s, &format!("{tag}-order-{i}"), &format!("{tag}-sub-{i}")).config["transform_key"].clone()).collect();
+    assert!(keys.iter().all(|k| k.is_string() && *k == keys[0]), "{keys:?}");
+}
+
+#[test]
+fn sqlite_servers_started_at_once_on_a_new_database_agree() {
+    let dir = std::env::temp_dir().join(format!("facegate-at-once-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    started_at_once_agree(dir.join("new.db").to_str().unwrap(), "sqlite-at-once", 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// On PostgreSQL concurrent `CREATE TABLE IF NOT EXISTS` statements collide
+/// (2 of 3 such starts failed before the migrations took a lock).
+#[test]
+fn postgres_servers_started_at_once_on_a_new_database_agree() {
+    let url = std::env::var("FACEGATE_TEST_POSTGRES_URL")
+        .expect("FACEGATE_TEST_POSTGRES_URL must name an empty PostgreSQL database (cargo xtask test starts one)");
+    let name = format!("facegate_at_once_{}", std::process::id());
+    let out = Command::new("psql").args([url.as_str(), "-qc", &format!("CREATE DATABASE {name}")]).output().expect("psql runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    started_at_once_agree(&format!("{base}/{name}"), "pg-at-once", 3);
+}
+
 /// Two server processes on one PostgreSQL database, the same face
 /// registered through each at the same moment, and sessions requested
 /// through both at once.
