@@ -794,7 +794,7 @@ fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>
     };
     let (mut passed, mut wrong_order_passed) = (0u32, 0u32);
     let mut failures: std::collections::BTreeMap<String, u32> = Default::default();
-    let mut failed_examples = Vec::new();
+    let (mut failed_examples, mut wrong_order_examples) = (Vec::new(), Vec::new());
     for i in 0..ASSEMBLED_SEEDS {
         let digest = Sha256::new().chain_update(b"facegate-eval-assembled").chain_update(i.to_le_bytes()).finalize();
         let seed = &digest[..16];
@@ -827,12 +827,17 @@ fn assembled_challenges(tracks: &[(String, Vec<facegate::challenge::TrackSample>
         // every sequence (reversing would leave blink-turn-blink as it is)
         let mut rotated = parts.clone();
         rotated.rotate_left(1);
-        wrong_order_passed += verify_track(seed, &assemble(&rotated)).is_ok() as u32;
+        if verify_track(seed, &assemble(&rotated)).is_ok() {
+            wrong_order_passed += 1;
+            if wrong_order_examples.len() < 10 {
+                wrong_order_examples.push(json!({"steps": steps, "segments": rotated.iter().map(|p| format!("{} {} {}-{} s", p.0, p.1, p.2, p.3)).collect::<Vec<_>>()}));
+            }
+        }
     }
     Ok(json!({
         "seeds": ASSEMBLED_SEEDS, "fps": CHALLENGE_FPS, "passed": passed, "pass_rate": passed as f64 / ASSEMBLED_SEEDS as f64,
         "failures": failures, "failed_examples": failed_examples,
-        "wrong_order_passed": wrong_order_passed, "wrong_order_pass_rate": wrong_order_passed as f64 / ASSEMBLED_SEEDS as f64,
+        "wrong_order_passed": wrong_order_passed, "wrong_order_pass_rate": wrong_order_passed as f64 / ASSEMBLED_SEEDS as f64, "wrong_order_passed_examples": wrong_order_examples,
     }))
 }
 
