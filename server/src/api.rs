@@ -63,9 +63,6 @@ pub struct AppState {
     pub config: Config,
     /// Requests per client address per minute on the browser-facing routes.
     pub per_address: crate::limits::RateLimiter,
-    /// Refused submissions per session (in memory: a restart forgets them,
-    /// the per-address limit still holds).
-    pub failed_submissions: crate::limits::Counter,
 }
 
 pub type Shared = Arc<AppState>;
@@ -236,13 +233,13 @@ async fn register_key(State(state): State<Shared>, Path(id): Path<String>, body:
 /// A session accepts a few refused submissions (a flaky network, a bug) and
 /// then locks, so that a forger cannot try signature after signature.
 async fn submit_result(State(state): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    if state.failed_submissions.get(&id) >= state.config.max_failed_submissions {
+    if state.db.refused_submissions(&id).await? >= i64::from(state.config.max_failed_submissions) {
         return Err(refuse(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many refused submissions for this session"));
     }
     let answer = decide_result(&state, &id, &body).await;
     if let Err(ApiError(status, ..)) = &answer {
         if status.is_client_error() && *status != StatusCode::NOT_FOUND {
-            state.failed_submissions.add(&id, now_ms());
+            state.db.count_refused_submission(&id, now_ms()).await?;
         }
     }
     answer

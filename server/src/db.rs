@@ -68,6 +68,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS evidence_created ON evidence (created_ms)",
     "CREATE INDEX IF NOT EXISTS sessions_subscriber ON sessions (subscriber_id, created_ms)",
     "CREATE INDEX IF NOT EXISTS sessions_open_expiry ON sessions (state, expires_ms)",
+    // refused submissions per session, shared by every server process on
+    // the database: a forger spreading tries over the replicas behind a
+    // load balancer meets the same lock as one talking to a single process
+    "CREATE TABLE IF NOT EXISTS submission_refusals (
+        session_id TEXT PRIMARY KEY,
+        refused BIGINT NOT NULL,
+        first_ms BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS submission_refusals_first ON submission_refusals (first_ms)",
 ];
 
 #[derive(Debug, Clone)]
@@ -348,6 +357,32 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// How many submissions for the session were refused so far.
+    pub async fn refused_submissions(&self, session_id: &str) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT refused FROM submission_refusals WHERE session_id = $1").bind(session_id).fetch_optional(&self.pool).await?;
+        row.map_or(Ok(0), |r| r.try_get("refused"))
+    }
+
+    /// Count one refused submission for the session (one statement, so
+    /// refusals at the same moment through different processes all count).
+    pub async fn count_refused_submission(&self, session_id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO submission_refusals (session_id, refused, first_ms) VALUES ($1, 1, $2) \
+             ON CONFLICT (session_id) DO UPDATE SET refused = submission_refusals.refused + 1",
+        )
+        .bind(session_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forget the refusals of sessions first refused before `cutoff_ms`
+    /// (expired since: their nonces can never be used).
+    pub async fn delete_refusals_before(&self, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query("DELETE FROM submission_refusals WHERE first_ms < $1").bind(cutoff_ms).execute(&self.pool).await?.rows_affected())
     }
 
     /// The last committed number of the template store's change sequence.

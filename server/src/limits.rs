@@ -1,8 +1,9 @@
-//! Abuse limits that live in memory: requests per client address per minute
-//! on the browser-facing routes, and refused submissions per session. Both
-//! are fixed windows kept in a mutex-guarded map and pruned by the sweeper;
-//! attempt limits that must survive restarts (per order, per subscriber)
-//! are counted in the database instead.
+//! The abuse limit that lives in memory: requests per client address per
+//! minute on the browser-facing routes, a fixed window kept in a
+//! mutex-guarded map and pruned by the sweeper (per process: behind a load
+//! balancer the proxy should enforce its own). Attempt limits that must hold
+//! across restarts and replicas (sessions per order and per subscriber,
+//! refused submissions per session) are counted in the database.
 
 use crate::api::{now_ms, Shared};
 use axum::extract::{ConnectInfo, Request, State};
@@ -40,29 +41,6 @@ impl RateLimiter {
     /// Drop windows that ended (called by the sweeper).
     pub fn prune(&self, now: i64) {
         self.windows.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, w| now - w.0 < WINDOW_MS);
-    }
-}
-
-/// A per-key counter (refused submissions per session), remembering when
-/// each key was first counted.
-#[derive(Default)]
-pub struct Counter {
-    counts: Mutex<HashMap<String, (u32, i64)>>,
-}
-
-impl Counter {
-    pub fn get(&self, key: &str) -> u32 {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(key).map_or(0, |c| c.0)
-    }
-
-    pub fn add(&self, key: &str, now: i64) {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_insert((0, now)).0 += 1;
-    }
-
-    /// Forget keys first counted more than `max_age_ms` ago (sessions that
-    /// have expired since).
-    pub fn prune(&self, now: i64, max_age_ms: i64) {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, c| now - c.1 <= max_age_ms);
     }
 }
 
@@ -106,8 +84,12 @@ pub fn spawn_sweeper(state: Shared, period: std::time::Duration) {
                 Ok(n) => tracing::info!(deleted = n, "old template revocations pruned"),
                 Err(e) => tracing::error!(error = %e, "revocation sweep failed"),
             }
+            match state.db.delete_refusals_before(now - state.config.session_ttl_ms).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "refusal counts of expired sessions pruned"),
+                Err(e) => tracing::error!(error = %e, "refusal sweep failed"),
+            }
             state.per_address.prune(now);
-            state.failed_submissions.prune(now, state.config.session_ttl_ms);
         }
     });
 }

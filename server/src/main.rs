@@ -224,7 +224,7 @@ async fn run(args: Args) -> Result<(), String> {
     let templates = template_search::TemplateSearch::load(&db, (config.transform_key_id.clone(), config.storage_key.id().to_string()), thresholds)
         .await
         .map_err(|e| format!("loading the stored templates from {db_target}: {e}"))?;
-    let state = Arc::new(api::AppState { db, templates, config, per_address: limits::RateLimiter::new(rate_limit), failed_submissions: limits::Counter::default() });
+    let state = Arc::new(api::AppState { db, templates, config, per_address: limits::RateLimiter::new(rate_limit) });
     let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(30).max(1);
     limits::spawn_sweeper(state.clone(), std::time::Duration::from_secs(sweep));
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("bind {addr}: {e}"))?;

@@ -361,9 +361,10 @@ fn simultaneous_registrations_find_each_other(a: &Server, b: &Server, tag: &str,
 }
 
 /// A server for the simultaneous-request tests: attempt limits of 2
-/// sessions per order and 3 per subscriber a day.
+/// sessions per order and 3 per subscriber a day (and no per-address limit
+/// in the way: every request comes from 127.0.0.1).
 fn start_for_races(db: Option<&str>, tag: &str) -> Server {
-    start_with(db, tag, &["--max-sessions-per-order", "2", "--max-sessions-per-subscriber-per-day", "3"])
+    start_with(db, tag, &["--max-sessions-per-order", "2", "--max-sessions-per-subscriber-per-day", "3", "--rate-limit-per-minute", "100000"])
 }
 
 /// Sessions requested at the same moment, alternately through `a` and `b`:
@@ -398,6 +399,23 @@ fn simultaneous_sessions_within_limits(a: &Server, b: &Server, tag: &str) -> (us
     (for_order, for_subscriber)
 }
 
+/// The per-session lock on refused submissions (5, the default) counts the
+/// refusals of every server on the database: five spread over `a` and `b`
+/// lock the session through both, even for a genuine result (counted per
+/// process, each would have seen 2 or 3 and accepted it).
+fn refusals_lock_a_session_through_every_server(a: &Server, b: &Server, tag: &str) {
+    let f = new_session(a, &format!("{tag}-refused"), &format!("{tag}-refused"));
+    let good = f.key.sign(result(&f, 7, 0.95)).unwrap().to_json().unwrap();
+    for i in 0..5 {
+        assert_eq!(submit(if i % 2 == 0 { a } else { b }, &f, "{\"result\":").0, 400);
+    }
+    for s in [a, b] {
+        let (st, ans) = submit(s, &f, &good);
+        assert_eq!((st, ans["error"].clone()), (429, json!("too_many_attempts")), "through {}", s.base);
+    }
+    assert_eq!(record(a, &f)["state"], "open");
+}
+
 #[test]
 fn sqlite_simultaneous_registrations_of_one_face_are_flagged() {
     let s = start_for_races(None, "sqlite-race");
@@ -407,6 +425,7 @@ fn sqlite_simultaneous_registrations_of_one_face_are_flagged() {
     let t = start_for_races(Some(&s.db), "sqlite-race-second");
     assert_eq!(simultaneous_registrations_find_each_other(&s, &t, "sqlite2", 130, 20), Vec::<u8>::new(), "two servers: rounds in which neither registration saw the other");
     assert_eq!(simultaneous_sessions_within_limits(&s, &t, "sqlite2"), (2, 3), "two servers: sessions created for one order, for one subscriber");
+    refusals_lock_a_session_through_every_server(&s, &t, "sqlite2");
 }
 
 #[test]
@@ -556,6 +575,7 @@ fn postgres_simultaneous_registrations_on_two_servers_are_flagged() {
     let (a, b) = (start_for_races(Some(&url), "pg-race-a"), start_for_races(Some(&url), "pg-race-b"));
     assert_eq!(simultaneous_registrations_find_each_other(&a, &b, "pg", 100, 20), Vec::<u8>::new(), "rounds in which neither registration saw the other");
     assert_eq!(simultaneous_sessions_within_limits(&a, &b, "pg"), (2, 3), "sessions created for one order, for one subscriber");
+    refusals_lock_a_session_through_every_server(&a, &b, "pg");
 }
 
 /// The stored templates partitioned across PostgreSQL servers with
