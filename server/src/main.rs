@@ -65,9 +65,15 @@ struct Args {
     /// (comma-separated) [default: none, same origin only].
     #[arg(long, env = "FACEGATE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Option<Vec<String>>,
-    /// Requests per client address per minute on browser-facing routes [default: 120].
+    /// Requests per client address per minute on browser-facing routes, 0
+    /// for no limit [default: 120].
     #[arg(long, env = "FACEGATE_RATE_LIMIT")]
     rate_limit_per_minute: Option<u32>,
+    /// Reverse proxies / load balancers in front of the server (addresses or
+    /// CIDR networks, comma-separated): requests from them are counted
+    /// under the client address their X-Forwarded-For names [default: none].
+    #[arg(long, env = "FACEGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<String>>,
     /// Sessions per order [default: 5].
     #[arg(long, env = "FACEGATE_MAX_SESSIONS_PER_ORDER")]
     max_sessions_per_order: Option<i64>,
@@ -107,6 +113,7 @@ struct FileConfig {
     demo: Option<bool>,
     cors_origins: Option<Vec<String>>,
     rate_limit_per_minute: Option<u32>,
+    trusted_proxies: Option<Vec<String>>,
     max_sessions_per_order: Option<i64>,
     max_sessions_per_subscriber_per_day: Option<i64>,
     max_failed_submissions: Option<u32>,
@@ -176,6 +183,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let session_ttl = args.session_ttl.or(file.session_ttl).unwrap_or(600);
     let rate_limit = args.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(120);
+    let trusted_proxies = limits::parse_trusted_proxies(&args.trusted_proxies.or(file.trusted_proxies).unwrap_or_default())?;
 
     let api_key = std::env::var("FACEGATE_API_KEY").map_err(|_| "FACEGATE_API_KEY must be set (the carrier back end's API key)".to_string())?;
     if api_key.len() < 16 {
@@ -224,7 +232,7 @@ async fn run(args: Args) -> Result<(), String> {
     let templates = template_search::TemplateSearch::load(&db, (config.transform_key_id.clone(), config.storage_key.id().to_string()), thresholds)
         .await
         .map_err(|e| format!("loading the stored templates from {db_target}: {e}"))?;
-    let state = Arc::new(api::AppState { db, templates, config, per_address: limits::RateLimiter::new(rate_limit) });
+    let state = Arc::new(api::AppState { db, templates, config, per_address: limits::RateLimiter::new(rate_limit, trusted_proxies) });
     let sweep = args.sweep_interval.or(file.sweep_interval).unwrap_or(30).max(1);
     limits::spawn_sweeper(state.clone(), std::time::Duration::from_secs(sweep));
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
@@ -241,6 +249,7 @@ mod tests {
         let c: super::FileConfig = toml::from_str(include_str!("../facegate.example.toml")).expect("example config parses");
         assert_eq!(c.addr.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(c.max_sessions_per_order, Some(5));
+        assert_eq!(c.trusted_proxies, Some(vec![]));
         assert!(toml::from_str::<super::FileConfig>("no_such_key = 1").is_err(), "unknown keys are refused");
     }
 }

@@ -436,6 +436,33 @@ fn sqlite_flow_duplicates_and_hostile_input() {
     two_servers_share_the_template_store(&s, "sqlite");
 }
 
+/// Behind a reverse proxy every request's TCP peer is the proxy: with the
+/// proxy trusted, the per-address limit counts the client its
+/// X-Forwarded-For names, so one customer's retries do not lock out the
+/// others; without it, the header is ignored (a client cannot pick a new
+/// address per request to escape the limit).
+#[test]
+fn per_address_limit_behind_a_trusted_proxy() {
+    let device_key = |s: &Server, forwarded_for: &str| -> u16 {
+        let req = ureq::post(&format!("{}/v1/sessions/none/device-key", s.base)).set("content-type", "application/json").set("x-forwarded-for", forwarded_for);
+        match req.send_string(r#"{"public_key":"00"}"#) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(st, _)) => st,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let proxied = start_with(None, "proxied", &["--rate-limit-per-minute", "3", "--trusted-proxies", "192.0.2.0/24,127.0.0.1"]);
+    let statuses: Vec<u16> = (0..4).map(|_| device_key(&proxied, "198.51.100.1")).collect();
+    assert!(statuses[..3].iter().all(|&st| st != 429) && statuses[3] == 429, "one customer through the proxy: {statuses:?}");
+    assert_ne!(device_key(&proxied, "198.51.100.2"), 429, "another customer through the same proxy");
+    assert_eq!(device_key(&proxied, "198.51.100.2, 198.51.100.1"), 429, "the client's own entry left of the proxy's is not read");
+    let direct = start_with(None, "direct", &["--rate-limit-per-minute", "3"]);
+    let statuses: Vec<u16> = (0..4).map(|i| device_key(&direct, &format!("198.51.100.{i}"))).collect();
+    assert_eq!(statuses[3], 429, "no trusted proxy: the header is ignored: {statuses:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_facegate-server")).args(["--trusted-proxies", "proxy.local", "--db", ":memory:"]).env("FACEGATE_API_KEY", API_KEY).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("proxy.local"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Databases from before templates were stored as bytes: the JSON rows of
 /// the old `templates` table move into the new one at start, and still
 /// take part in the duplicate check.
