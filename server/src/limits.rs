@@ -8,9 +8,9 @@
 use crate::api::{now_ms, Shared};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use ipnet::IpNet;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
@@ -46,8 +46,7 @@ impl RateLimiter {
             return peer;
         }
         let mut client = peer;
-        let hops = headers.get_all("x-forwarded-for").iter().collect::<Vec<_>>();
-        for value in hops.iter().rev() {
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
             let Ok(text) = value.to_str() else { return client };
             for hop in text.split(',').rev() {
                 let Ok(ip) = hop.trim().parse::<IpAddr>() else { return client };
